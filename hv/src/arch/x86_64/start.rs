@@ -1,0 +1,428 @@
+//! Boot of the bootstrap CPU, from the trampoline's jump to `hv_start` to the run loop:
+//! console, traps, boot information, memory, time, the boot bundle.
+
+use super::boot::{PROTOCOL_MULTIBOOT2, PROTOCOL_PVH};
+use super::layout::{DIRECTMAP_BASE, HV_VIRT_OFFSET};
+use super::paging::{self, phys_to_virt, Builder};
+use super::power::{power_off, Status};
+use super::{apic, console, cpu, gdt, time, traps};
+use crate::boot::{self, BootError, BootInfo, PhysRead};
+use crate::bundle::Bundle;
+use crate::cmdline::{parse_loglvl, Cmdline};
+use crate::mm::{
+    FrameAllocator, FrameTable, MemoryMap, Mfn, Owner, PageInfo, RegionKind, PAGE_SIZE,
+};
+use core::sync::atomic::Ordering;
+use linked_list_allocator::LockedHeap;
+use log::{error, info, warn};
+use spin::Mutex;
+use x86_64::structures::paging::PageTableFlags as F;
+
+#[global_allocator]
+static HEAP: LockedHeap = LockedHeap::empty();
+
+/// The machine's frame allocator (and through it the frame table).
+pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
+
+/// Initial heap: 2^9 frames (2 MiB).
+const HEAP_ORDER: u32 = 9;
+/// Period of the scheduler tick.
+const TICK_NS: u64 = 10_000_000;
+/// Page-table frames set aside for building hv's tables (maps up to ~1 TiB of RAM).
+const EARLY_PT_FRAMES: u64 = 64;
+/// The boot tables map only the first 4 GiB, so early allocations must come from there.
+const BOOT_MAPPED_LIMIT: u64 = 1 << 32;
+
+unsafe extern "C" {
+    static __image_start_phys: u8;
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __image_end: u8;
+}
+
+/// The address of a linker-script symbol.
+macro_rules! sym {
+    ($s:ident) => {
+        (&raw const $s) as u64
+    };
+}
+
+/// Physical memory below 4 GiB through the boot tables' direct map.
+struct BootPhys;
+
+impl PhysRead for BootPhys {
+    fn read(&self, paddr: u64, buf: &mut [u8]) -> Result<(), BootError> {
+        let end = paddr
+            .checked_add(buf.len() as u64)
+            .ok_or(BootError::Unreadable(paddr))?;
+        if end > BOOT_MAPPED_LIMIT {
+            return Err(BootError::Unreadable(paddr));
+        }
+        // SAFETY: `[paddr, end)` lies in the first 4 GiB, which the boot tables and hv's own
+        // tables map at DIRECTMAP_BASE; reading physical memory has no side effects on RAM,
+        // and loaders place their information in RAM.
+        unsafe { core::ptr::copy_nonoverlapping(phys_to_virt(paddr), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+}
+
+/// A downward bump allocator over one RAM range, used before the frame allocator exists.
+struct EarlyFrames {
+    bottom: u64,
+    top: u64,
+    next: u64,
+}
+
+impl EarlyFrames {
+    fn take(&mut self, bytes: u64) -> Option<u64> {
+        let bytes = bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let at = self.next.checked_sub(bytes).filter(|&a| a >= self.bottom)?;
+        self.next = at;
+        Some(at)
+    }
+}
+
+/// Entered from the trampoline on the boot stack, at hv's final virtual address.
+#[unsafe(no_mangle)]
+extern "C" fn hv_start(protocol: u32, info_paddr: u32, magic: u32) -> ! {
+    time::mark_boot();
+    console::init();
+    gdt::init();
+    traps::init();
+
+    let parsed = match protocol {
+        PROTOCOL_PVH => boot::pvh::parse(&BootPhys, info_paddr.into()),
+        PROTOCOL_MULTIBOOT2 => boot::multiboot2::parse(&BootPhys, magic, info_paddr.into()),
+        _ => Err(BootError::BadMagic(protocol)),
+    };
+    let info = match parsed {
+        Ok(info) => info,
+        Err(e) => {
+            error!("cannot use the boot information: {e}");
+            power_off(Status::Failure);
+        }
+    };
+    let cmdline = Cmdline::new(info.cmdline());
+    if let Some(level) = cmdline.get("loglvl") {
+        match parse_loglvl(level) {
+            Some(l) => log::set_max_level(l),
+            None => warn!("unknown loglvl={level}, keeping {}", console::DEFAULT_LEVEL),
+        }
+    }
+    info!(
+        "hv {} (Xen ABI 4.17) booted via {}",
+        env!("CARGO_PKG_VERSION"),
+        info.protocol
+    );
+    info!("Command line: {}", cmdline.as_str());
+
+    let features = cpu::Features::detect();
+    info!("{features}");
+    paging::set_nx(features.nx);
+
+    setup_memory(&info, &features);
+
+    let status = match time::calibrate() {
+        Ok((hz, method)) => {
+            info!(
+                "TSC: {}.{:03} MHz (calibrated via {method:?})",
+                hz / 1_000_000,
+                (hz / 1000) % 1000
+            );
+            setup_timer(&features)
+        }
+        Err(_) => {
+            error!("TSC calibration failed: no CPUID 0x15 and no PIT");
+            Status::Failure
+        }
+    };
+    let status = if status == Status::Clean {
+        load_bundle(&info)
+    } else {
+        status
+    };
+
+    match cmdline.get("hvtest") {
+        Some("ud2") => {
+            info!("hvtest: executing ud2");
+            // SAFETY: deliberately raises #UD to exercise the fatal-trap path; never returns.
+            unsafe { core::arch::asm!("ud2") };
+        }
+        Some("timer") => timer_test(),
+        Some(other) => warn!("unknown hvtest={other}"),
+        None => {}
+    }
+    info!("nothing to run");
+    power_off(status);
+}
+
+fn setup_memory(info: &BootInfo, features: &cpu::Features) {
+    let fw = &info.memmap;
+    for r in fw.regions() {
+        info!(" {:016x} - {:016x} ({:?})", r.start, r.end, r.kind);
+    }
+    let total = fw.total_ram_bytes();
+    info!(
+        "Memory map: {} KiB RAM in {} regions",
+        total / 1024,
+        fw.ram_regions().count()
+    );
+
+    let (image_start, image_end) = (sym!(__image_start_phys), sym!(__image_end) - HV_VIRT_OFFSET);
+
+    let mut avail: MemoryMap = fw.clone();
+    cut(&mut avail, 0..0x10_0000, "the first MiB");
+    cut(&mut avail, image_start..image_end, "hv's image");
+    for m in info.modules() {
+        let end = (m.start + m.len).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        cut(&mut avail, m.start & !(PAGE_SIZE - 1)..end, "a boot module");
+    }
+
+    let Some(span) = avail.ram_frame_span() else {
+        error!("no usable RAM");
+        power_off(Status::Failure);
+    };
+    let ft_bytes = FrameTable::bytes_needed(span.end.0 - span.start.0).unwrap_or(usize::MAX) as u64;
+    let early_need = ft_bytes + EARLY_PT_FRAMES * PAGE_SIZE;
+    let Some(early_range) = avail
+        .ram_regions()
+        .map(|r| r.start..r.end.min(BOOT_MAPPED_LIMIT))
+        .filter(|r| r.end > r.start && r.end - r.start >= early_need)
+        .max_by_key(|r| r.end - r.start)
+    else {
+        error!("no RAM below 4 GiB for the frame table ({ft_bytes} bytes)");
+        power_off(Status::Failure);
+    };
+    let mut early = EarlyFrames {
+        bottom: early_range.start,
+        top: early_range.end,
+        next: early_range.end,
+    };
+    let Some(ft_pa) = early.take(ft_bytes) else {
+        power_off(Status::Failure)
+    };
+
+    // hv's own tables: the image W^X, the direct map of everything the firmware named.
+    let mut next_frame = || early.take(PAGE_SIZE);
+    let pt_frames = match build_tables(fw, &mut next_frame, features) {
+        Ok(n) => n,
+        Err(e) => {
+            error!("building hv's page tables failed: {e:?}");
+            power_off(Status::Failure);
+        }
+    };
+    cut(&mut avail, early.next..early.top, "early allocations");
+
+    // SAFETY: `[ft_pa, ft_pa + ft_bytes)` was taken from RAM for the frame table alone and
+    // removed from what the allocator will see; it is mapped in the direct map, suitably
+    // aligned (page-aligned), and lives for the rest of hv's life.
+    let entries: &'static mut [PageInfo] = unsafe {
+        core::slice::from_raw_parts_mut(
+            (DIRECTMAP_BASE + ft_pa) as *mut PageInfo,
+            (ft_bytes as usize) / core::mem::size_of::<PageInfo>(),
+        )
+    };
+    let table = match FrameTable::new(entries, span.start) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("frame table: {e:?}");
+            power_off(Status::Failure);
+        }
+    };
+    let mut frames = FrameAllocator::new(table);
+    for r in avail.ram_regions() {
+        if let Err(e) = frames.add_free_range(Mfn::from_paddr(r.start), Mfn::from_paddr(r.end)) {
+            error!(
+                "frame allocator rejected {:#x}-{:#x}: {e:?}",
+                r.start, r.end
+            );
+        }
+    }
+    let Ok(heap) = frames.alloc(HEAP_ORDER, Owner::Hypervisor) else {
+        error!("no memory for the heap");
+        power_off(Status::Failure);
+    };
+    let heap_bytes = PAGE_SIZE << HEAP_ORDER;
+    // SAFETY: the block was just allocated to hv and is mapped in the direct map; the heap is
+    // initialised once, before anything allocates.
+    unsafe {
+        HEAP.lock()
+            .init(phys_to_virt(heap.paddr()), heap_bytes as usize)
+    };
+
+    let free = frames.free_frames();
+    *FRAMES.lock() = Some(frames);
+    let image_kib = (image_end - image_start) / 1024;
+    info!(
+        "hv memory: image {image_kib} KiB, frame table {} KiB, page tables {} KiB, heap {} KiB: {} KiB in all",
+        ft_bytes / 1024,
+        pt_frames * 4,
+        heap_bytes / 1024,
+        image_kib + ft_bytes / 1024 + pt_frames * 4 + heap_bytes / 1024
+    );
+    info!("Free memory: {} KiB in {} frames", free * 4, free);
+}
+
+/// Takes `r` out of the RAM the frame allocator will get.
+fn cut(avail: &mut MemoryMap, r: core::ops::Range<u64>, what: &str) {
+    if let Err(e) = avail.remove(r.clone()) {
+        error!("cannot reserve {what} {:#x}-{:#x}: {e:?}", r.start, r.end);
+        power_off(Status::Failure);
+    }
+}
+
+fn build_tables(
+    fw: &MemoryMap,
+    alloc: &mut dyn FnMut() -> Option<u64>,
+    features: &cpu::Features,
+) -> Result<u64, paging::MapError> {
+    let global = if features.pge { F::GLOBAL } else { F::empty() };
+    let (text, text_end) = (sym!(__text_start), sym!(__text_end));
+    let (rodata, rodata_end) = (sym!(__rodata_start), sym!(__rodata_end));
+    let (data, end) = (sym!(__data_start), sym!(__image_end));
+    let mut b = Builder::new(alloc)?;
+    let phys = |va: u64| va - HV_VIRT_OFFSET;
+    b.map(text, phys(text), text_end - text, global)?;
+    b.map(
+        rodata,
+        phys(rodata),
+        rodata_end - rodata,
+        global | F::NO_EXECUTE,
+    )?;
+    b.map(
+        data,
+        phys(data),
+        end - data,
+        global | F::WRITABLE | F::NO_EXECUTE,
+    )?;
+    // The first MiB (firmware tables) and every RAM or ACPI region, in the direct map.
+    let rw = global | F::WRITABLE | F::NO_EXECUTE;
+    b.map(DIRECTMAP_BASE, 0, 0x10_0000, rw)?;
+    for r in fw.regions() {
+        if matches!(
+            r.kind,
+            RegionKind::Ram | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs
+        ) {
+            let start = r.start.max(0x10_0000) & !(PAGE_SIZE - 1);
+            let end = r.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            if end > start {
+                b.map(DIRECTMAP_BASE + start, start, end - start, rw)?;
+            }
+        }
+    }
+    let frames = b.frames;
+    b.activate();
+    if features.pge {
+        // SAFETY: setting CR4.PGE only lets global TLB entries survive CR3 writes; hv's
+        // mappings are the same in every address space.
+        unsafe {
+            x86_64::registers::control::Cr4::update(|c| {
+                c.insert(x86_64::registers::control::Cr4Flags::PAGE_GLOBAL)
+            })
+        };
+    }
+    Ok(frames)
+}
+
+/// Allocates a page-table frame from the frame allocator (after boot).
+fn pt_frame() -> Option<u64> {
+    FRAMES
+        .lock()
+        .as_mut()?
+        .alloc(0, Owner::Hypervisor)
+        .ok()
+        .map(|m| m.paddr())
+}
+
+fn setup_timer(features: &cpu::Features) -> Status {
+    let mode = apic::init(features.x2apic, |pa| {
+        paging::map_fixmap(0, pa, &mut pt_frame)
+            .ok()
+            .map(|p| p as usize)
+    });
+    let Some(mode) = mode else {
+        error!("cannot map the local APIC");
+        return Status::Failure;
+    };
+    let timer_hz = apic::calibrate_timer(10_000_000);
+    apic::start_periodic(timer_hz, TICK_NS);
+    info!(
+        "LAPIC: {}, id {}, timer {}.{:03} MHz after divide-by-16, periodic tick every {} ms",
+        mode,
+        apic::id(),
+        timer_hz / 1_000_000,
+        (timer_hz / 1000) % 1000,
+        TICK_NS / 1_000_000
+    );
+    Status::Clean
+}
+
+fn load_bundle(info: &BootInfo) -> Status {
+    let Some(m) = info.modules().first() else {
+        info!("No boot bundle: no domains to build");
+        return Status::Clean;
+    };
+    if m.start
+        .checked_add(m.len)
+        .is_none_or(|e| e > BOOT_MAPPED_LIMIT)
+    {
+        error!(
+            "bundle rejected: module at {:#x} (+{:#x}) is outside the direct map",
+            m.start, m.len
+        );
+        return Status::Failure;
+    }
+    // SAFETY: the module lies in RAM below 4 GiB (checked above), which hv's direct map
+    // covers; it was removed from the allocator's RAM, so nothing else writes it.
+    let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(m.start), m.len as usize) };
+    let bundle = match Bundle::parse(bytes) {
+        Ok(b) => b,
+        Err(e) => {
+            error!("bundle rejected: {e}");
+            return Status::Failure;
+        }
+    };
+    let mut status = Status::Clean;
+    for (i, d) in bundle.domains().enumerate() {
+        match d {
+            Ok(d) => info!(
+                "domain {i}: {} ({:?}, {} KiB, {} vCPU{}{}, kernel {} bytes, cmdline \"{}\")",
+                d.name,
+                d.kind,
+                d.memory_kib,
+                d.vcpus,
+                if d.vcpus == 1 { "" } else { "s" },
+                if d.privileged { ", privileged" } else { "" },
+                d.kernel.len(),
+                d.cmdline
+            ),
+            Err(e) => {
+                error!("domain {i} skipped: {e}");
+                status = Status::Failure;
+            }
+        }
+    }
+    status
+}
+
+/// `hvtest=timer`: counts periodic ticks against the TSC.
+fn timer_test() {
+    const TICKS: u64 = 50;
+    let wait_for_tick = || {
+        let t = traps::TIMER_TICKS.load(Ordering::Relaxed);
+        while traps::TIMER_TICKS.load(Ordering::Relaxed) == t {
+            cpu::enable_and_halt();
+        }
+    };
+    wait_for_tick();
+    let start = time::now_ns();
+    for _ in 0..TICKS {
+        wait_for_tick();
+    }
+    let took = time::now_ns() - start;
+    x86_64::instructions::interrupts::disable();
+    info!("timer test: {TICKS} ticks of {TICK_NS} ns took {took} ns by TSC");
+}
