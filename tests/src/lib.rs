@@ -1,0 +1,134 @@
+//! Helpers for the boot scenarios in `tests/tests/`: get the images, boot them, and assert on
+//! hv's serial lines. Every failed assertion shows the run's outcome, the emulator command and
+//! the last lines of the serial log.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use xtask::images::{self, Image};
+pub use xtask::paths::TempDir;
+use xtask::runner::POWER_OFF_MARKER;
+pub use xtask::runner::{BootSpec, Emulator, Machine, Outcome, RunReport, Session};
+use xtask::tools;
+
+/// Every line hv prints starts with this.
+pub const HV_PREFIX: &str = "(XEN) ";
+
+/// Time limit for a QEMU boot (they take well under a second when nothing is wrong).
+pub const QEMU_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time limit for a Bochs boot (GRUB plus hv at 1M instructions per emulated second).
+pub const BOCHS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The hv image: `XTASK_IMAGE_HV` when `cargo xtask test` set it, else built once.
+pub fn hv_image() -> PathBuf {
+    images::for_tests(Image::Hv).unwrap_or_else(|e| panic!("no hv image: {e}"))
+}
+
+/// A QEMU boot of hv on `machine` with the test time limit.
+pub fn qemu(machine: Machine) -> BootSpec {
+    BootSpec {
+        timeout: QEMU_TIMEOUT,
+        ..BootSpec::qemu(machine, &hv_image())
+    }
+}
+
+/// A Bochs (VT-x) boot of hv from a GRUB ISO with the test time limit.
+pub fn bochs() -> BootSpec {
+    BootSpec {
+        timeout: BOCHS_TIMEOUT,
+        ..BootSpec::bochs(&hv_image())
+    }
+}
+
+/// Boots `spec` to the end (installing missing emulator tools first).
+pub fn boot(spec: &BootSpec) -> RunReport {
+    let needed = match spec.emulator {
+        Emulator::Qemu { .. } => tools::for_qemu(),
+        Emulator::Bochs { .. } => tools::for_bochs(),
+    };
+    tools::ensure(&needed).unwrap_or_else(|e| panic!("{e}"));
+    Session::run(spec).unwrap_or_else(|e| panic!("cannot boot: {e}"))
+}
+
+/// The first hv line containing `needle`; fails the test when there is none.
+pub fn hv_line<'a>(report: &'a RunReport, needle: &str) -> &'a str {
+    let line = report
+        .line_containing(needle)
+        .unwrap_or_else(|| panic!("no serial line contains {needle:?}\n{}", report.describe()));
+    assert!(
+        line.starts_with(HV_PREFIX),
+        "line {line:?} lacks hv's {HV_PREFIX:?} prefix\n{}",
+        report.describe()
+    );
+    line
+}
+
+/// hv printed exactly one power-off line, ending in `status=<status>`, and the run ended with it
+/// (under QEMU the exit code agreed).
+pub fn assert_power_off(report: &RunReport, status: u32) {
+    assert_eq!(
+        report.outcome,
+        Outcome::PowerOff { status },
+        "{}",
+        report.describe()
+    );
+    let power_off: Vec<&String> = report
+        .lines
+        .iter()
+        .filter(|line| line.contains(POWER_OFF_MARKER))
+        .collect();
+    assert_eq!(
+        power_off.len(),
+        1,
+        "expected exactly one power-off line, got {power_off:?}\n{}",
+        report.describe()
+    );
+    let expected = format!("{POWER_OFF_MARKER}{status}");
+    let line = hv_line(report, POWER_OFF_MARKER);
+    assert!(
+        line.trim_end().ends_with(&expected),
+        "power-off line {line:?} does not end in {expected:?}\n{}",
+        report.describe()
+    );
+}
+
+/// hv's CPU line says `VMX yes|no` and `SVM yes|no` as expected.
+pub fn assert_cpu_line(report: &RunReport, vmx: bool, svm: bool) {
+    let line = hv_line(report, "CPU:");
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    for expected in [
+        format!("VMX {}", yes_no(vmx)),
+        format!("SVM {}", yes_no(svm)),
+    ] {
+        let found = line
+            .split_once(&expected)
+            .is_some_and(|(_, after)| after.is_empty() || after.starts_with([' ', ',', ')']));
+        assert!(
+            found,
+            "CPU line {line:?} does not say {expected:?}\n{}",
+            report.describe()
+        );
+    }
+}
+
+/// The unsigned number right after `label` in `line`, e.g. `number_after(l, "took ")`.
+pub fn number_after(line: &str, label: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(label)?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::number_after;
+
+    #[test]
+    fn numbers_follow_labels() {
+        let line = "(XEN) timer test: 100 ticks of 1000000 ns took 100200300 ns by TSC";
+        assert_eq!(number_after(line, "timer test: "), Some(100));
+        assert_eq!(number_after(line, "ticks of "), Some(1_000_000));
+        assert_eq!(number_after(line, "took "), Some(100_200_300));
+        assert_eq!(number_after(line, "by TSC"), None);
+        assert_eq!(number_after(line, "absent"), None);
+    }
+}
