@@ -1,2 +1,16 @@
 //! pvguest: a small guest kernel written against `hypercall-abi`.
+//!
+//! The library holds the portable parts, which run their unit tests on the host: command-line
+//! parsing, console line formatting, selftest bookkeeping, page-table arithmetic, the frame
+//! allocator and the PV clock arithmetic. The bare-metal kernel (entry code, traps, paging
+//! through hypercalls, the selftest itself) lives in the binary's `kernel` module.
 #![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod frames;
+pub mod line;
+pub mod paging;
+pub mod selftest;
+pub mod time;

@@ -9,3 +9,4 @@ pub mod paths;
 pub mod runner;
 pub mod size;
 pub mod tools;
+pub mod xen;
