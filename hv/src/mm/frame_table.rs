@@ -59,6 +59,41 @@ pub enum PageType {
 /// The free-list link value that means "no frame".
 pub(super) const NO_FRAME: u32 = u32::MAX;
 
+/// `pv_flags` bit: the guest pinned the frame (the pin holds one type reference).
+const FLAG_PINNED: u8 = 1 << 0;
+/// `pv_flags` bit: the frame's contents were checked for its current type.
+const FLAG_VALIDATED: u8 = 1 << 1;
+/// `pv_flags` bits holding the stale type's code (0 = none).
+const STALE_SHIFT: u32 = 4;
+
+impl PageType {
+    /// Every type, indexed by [`PageType::code`].
+    const BY_CODE: [PageType; 8] = [
+        PageType::None,
+        PageType::Writable,
+        PageType::L1,
+        PageType::L2,
+        PageType::L3,
+        PageType::L4,
+        PageType::SegDesc,
+        PageType::Shared,
+    ];
+
+    /// A small number naming the type, its index in [`Self::BY_CODE`].
+    const fn code(self) -> u8 {
+        match self {
+            PageType::None => 0,
+            PageType::Writable => 1,
+            PageType::L1 => 2,
+            PageType::L2 => 3,
+            PageType::L3 => 4,
+            PageType::L4 => 5,
+            PageType::SegDesc => 6,
+            PageType::Shared => 7,
+        }
+    }
+}
+
 /// Everything hv knows about one machine frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageInfo {
@@ -68,6 +103,9 @@ pub struct PageInfo {
     pub(super) free_order: u8,
     /// Set on the first frame of a block on a free list.
     pub(super) free_head: bool,
+    /// PV bookkeeping: [`FLAG_PINNED`], [`FLAG_VALIDATED`] and, in the high nibble, the
+    /// code of the type whose translations CPUs may still cache ([`PageInfo::stale_type`]).
+    pv_flags: u8,
     type_count: u32,
     ref_count: u32,
     /// Free-list neighbours as frame-table indices, [`NO_FRAME`] at the ends.
@@ -97,6 +135,8 @@ pub enum FrameError {
     },
     /// [`PageType::None`] cannot be taken as a type.
     InvalidType,
+    /// The frame holds no type, so it cannot be pinned or validated.
+    NoType,
     /// The new owner is [`Owner::Free`] or [`Owner::NotRam`], which only the allocator sets.
     InvalidOwner,
 }
@@ -110,6 +150,7 @@ impl PageInfo {
         page_type: PageType::None,
         free_order: 0,
         free_head: false,
+        pv_flags: 0,
         type_count: 0,
         ref_count: 0,
         next: NO_FRAME,
@@ -129,6 +170,27 @@ impl PageInfo {
     /// The type the frame holds ([`PageType::None`] while the type count is zero).
     pub fn page_type(&self) -> PageType {
         self.page_type
+    }
+
+    /// Whether the guest pinned the frame as a page table.
+    pub fn is_pinned(&self) -> bool {
+        self.pv_flags & FLAG_PINNED != 0
+    }
+
+    /// Whether the frame's contents were validated for the type it holds.
+    pub fn is_validated(&self) -> bool {
+        self.pv_flags & FLAG_VALIDATED != 0
+    }
+
+    /// The type the frame last held, if TLBs or paging-structure caches may still hold
+    /// translations made while it had that type (Xen's `tlbflush_timestamp` reduced to one
+    /// bit): giving the frame a different type first needs a flush of its owner's TLBs.
+    pub fn stale_type(&self) -> Option<PageType> {
+        let code = usize::from(self.pv_flags >> STALE_SHIFT);
+        match PageType::BY_CODE.get(code) {
+            Some(PageType::None) | None => None,
+            Some(&ty) => Some(ty),
+        }
     }
 
     /// How many type references the frame holds.
@@ -236,8 +298,50 @@ impl FrameMut<'_> {
             .ok_or(FrameError::TypeUnderflow)?;
         if self.page.type_count == 0 {
             self.page.page_type = PageType::None;
+            self.page.pv_flags &= !(FLAG_PINNED | FLAG_VALIDATED);
         }
         Ok(self.page.type_count)
+    }
+
+    /// Marks the frame pinned or not. Pinning needs a type held (the pin is one of its
+    /// references); dropping the last type reference clears the pin.
+    pub fn set_pinned(&mut self, pinned: bool) -> Result<(), FrameError> {
+        self.set_flag(FLAG_PINNED, pinned)
+    }
+
+    /// Marks the frame's contents validated for its type or not. Needs a type held;
+    /// dropping the last type reference clears the mark.
+    pub fn set_validated(&mut self, validated: bool) -> Result<(), FrameError> {
+        self.set_flag(FLAG_VALIDATED, validated)
+    }
+
+    /// Records which type CPUs may still cache translations for (see
+    /// [`PageInfo::stale_type`]); `None` once they were flushed.
+    pub fn set_stale_type(&mut self, stale: Option<PageType>) -> Result<(), FrameError> {
+        self.check_allocated()?;
+        let code = stale.unwrap_or(PageType::None).code();
+        self.page.pv_flags = (self.page.pv_flags & !(0xf << STALE_SHIFT)) | (code << STALE_SHIFT);
+        Ok(())
+    }
+
+    /// Sets the counts directly, to test what happens at their limits.
+    #[cfg(test)]
+    pub(super) fn force_counts(&mut self, type_count: u32, ref_count: u32) {
+        self.page.type_count = type_count;
+        self.page.ref_count = ref_count;
+    }
+
+    fn set_flag(&mut self, flag: u8, on: bool) -> Result<(), FrameError> {
+        self.check_allocated()?;
+        if on {
+            if self.page.type_count == 0 {
+                return Err(FrameError::NoType);
+            }
+            self.page.pv_flags |= flag;
+        } else {
+            self.page.pv_flags &= !flag;
+        }
+        Ok(())
     }
 
     /// Hands an allocated frame to another allocated owner (hv or a domain). Making a frame
@@ -474,6 +578,52 @@ mod tests {
             Err(FrameError::TypeOverflow)
         );
         assert_eq!(page.type_count(), u32::MAX);
+    }
+
+    #[test]
+    fn pinned_and_validated_need_a_type_and_go_with_the_last_type_reference() {
+        let mut page = allocated(Owner::Domain(3));
+        let mut page = FrameMut { page: &mut page };
+        assert_eq!(page.set_pinned(true), Err(FrameError::NoType));
+        assert_eq!(page.set_validated(true), Err(FrameError::NoType));
+        page.get_type(PageType::L1).unwrap();
+        page.get_type(PageType::L1).unwrap();
+        page.set_pinned(true).unwrap();
+        page.set_validated(true).unwrap();
+        assert!(page.is_pinned() && page.is_validated());
+        page.put_type().unwrap();
+        assert!(page.is_pinned() && page.is_validated());
+        page.put_type().unwrap();
+        assert!(!page.is_pinned() && !page.is_validated());
+        page.get_type(PageType::L2).unwrap();
+        page.set_pinned(true).unwrap();
+        page.set_pinned(false).unwrap();
+        assert!(!page.is_pinned());
+    }
+
+    #[test]
+    fn stale_type_round_trips_every_type_and_fits_the_entry() {
+        let mut page = allocated(Owner::Domain(3));
+        let mut page = FrameMut { page: &mut page };
+        assert_eq!(page.stale_type(), None);
+        for ty in PageType::BY_CODE {
+            page.set_stale_type(Some(ty)).unwrap();
+            let expect = (ty != PageType::None).then_some(ty);
+            assert_eq!(page.stale_type(), expect);
+        }
+        page.get_type(PageType::L3).unwrap();
+        page.set_pinned(true).unwrap();
+        page.set_stale_type(Some(PageType::SegDesc)).unwrap();
+        assert!(page.is_pinned());
+        page.set_stale_type(None).unwrap();
+        assert_eq!(page.stale_type(), None);
+        assert!(page.is_pinned());
+        let mut free = PageInfo::NOT_RAM;
+        free.make_free();
+        let mut free = FrameMut { page: &mut free };
+        assert_eq!(free.set_stale_type(None), Err(FrameError::NotAllocated));
+        assert_eq!(free.set_pinned(false), Err(FrameError::NotAllocated));
+        assert_eq!(size_of::<PageInfo>(), 24);
     }
 
     #[test]
