@@ -10,7 +10,13 @@ extern crate alloc;
 pub mod boot;
 pub mod bundle;
 pub mod cmdline;
+pub mod domain;
+pub mod evtchn;
+pub mod hypercall;
 pub mod mm;
+pub mod pv;
+pub mod regs;
+pub mod sched;
 pub mod time;
 
 #[cfg(target_os = "none")]

@@ -23,10 +23,15 @@
 //!    [`FrameAllocator::table`] and changes an entry through [`FrameAllocator::frame_mut`],
 //!    whose [`FrameMut`] handle only changes counts and owners in checked steps and can never
 //!    make a frame free or not RAM, so nothing outside the allocator can break its free lists.
+//! 4. [`pv`]: the PV page-type discipline over the frame table: validated page-table and
+//!    descriptor types, pins, base pointers, and the `mmu_update` / `mmuext_op` /
+//!    `update_va_mapping` / `set_gdt` checks that keep a PV guest inside its own memory.
 
 pub mod buddy;
 pub mod frame_table;
+pub mod guest_access;
 pub mod memmap;
+pub mod pv;
 
 pub use buddy::{AddRangeError, AllocError, FrameAllocator, FreeError, MAX_ORDER, NR_ORDERS};
 pub use frame_table::{

@@ -1,0 +1,153 @@
+//! Domains and vCPUs as hv tracks them: identity, memory, run state, and each vCPU's saved
+//! registers and PV state. Hardware effects (loading CR3, running the guest) belong to the
+//! arch layer; everything here is plain data and portable.
+
+use crate::evtchn::EvtchnTable;
+use crate::pv::vcpu::PvVcpu;
+use crate::regs::Regs;
+use alloc::string::String;
+use alloc::vec::Vec;
+use hypercall_abi::sched::ShutdownReason;
+use hypercall_abi::xen::SharedInfo;
+use hypercall_abi::DomId;
+
+/// Where a vCPU is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VcpuState {
+    /// Ready to run (or running).
+    Runnable,
+    /// `SCHEDOP_block`: waits for an event upcall to become pending.
+    Blocked,
+    /// `SCHEDOP_poll`: waits for one of its polled ports (or the timeout).
+    Polling,
+    /// Not running (its domain stopped, or it was never brought up).
+    Down,
+}
+
+/// A vCPU's x87/SSE state in FXSAVE format (saved and restored when vCPUs switch).
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FpuState(pub [u8; 512]);
+
+impl Default for FpuState {
+    /// The state after FNINIT with the default MXCSR: all exceptions masked.
+    fn default() -> Self {
+        let mut s = [0u8; 512];
+        s[0..2].copy_from_slice(&0x037fu16.to_le_bytes());
+        s[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+        s[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+        FpuState(s)
+    }
+}
+
+impl core::fmt::Debug for FpuState {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FpuState")
+    }
+}
+
+/// One virtual CPU.
+#[derive(Clone, Debug)]
+pub struct Vcpu {
+    /// Index within its domain.
+    pub id: u32,
+    /// Registers while not running.
+    pub regs: Regs,
+    /// PV state.
+    pub pv: PvVcpu,
+    /// Run state.
+    pub state: VcpuState,
+    /// `set_timer_op` deadline in system time (ns since boot).
+    pub timer_deadline: Option<u64>,
+    /// `SCHEDOP_poll`: the ports polled.
+    pub poll_ports: Vec<u32>,
+    /// `SCHEDOP_poll`: when to give up (system time), if ever.
+    pub poll_deadline: Option<u64>,
+    /// Time slice left before preemption, in ticks.
+    pub slice_left: u32,
+    /// x87/SSE registers while not running.
+    pub fpu: alloc::boxed::Box<FpuState>,
+}
+
+impl Vcpu {
+    /// A vCPU starting with `regs` in guest kernel mode (its page-table root is set through
+    /// `mm::pv`).
+    pub fn new(id: u32, regs: Regs) -> Self {
+        Self {
+            id,
+            regs,
+            pv: PvVcpu::new(),
+            state: VcpuState::Runnable,
+            timer_deadline: None,
+            poll_ports: Vec::new(),
+            poll_deadline: None,
+            slice_left: 0,
+            fpu: alloc::boxed::Box::default(),
+        }
+    }
+}
+
+/// How a domain stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DomainState {
+    /// Its vCPUs may run.
+    Running,
+    /// Paused by the control domain.
+    Paused,
+    /// Shut itself down.
+    Shutdown(ShutdownReason),
+    /// Crashed (by hv, or `SHUTDOWN_crash`).
+    Crashed,
+}
+
+/// A guest domain.
+pub struct Domain {
+    /// Domain id.
+    pub id: DomId,
+    /// Name from the boot bundle.
+    pub name: String,
+    /// The control domain (may use privileged operations).
+    pub privileged: bool,
+    /// State.
+    pub state: DomainState,
+    /// Guest frame number to machine frame number.
+    pub p2m: Vec<u64>,
+    /// Reservation limit in pages.
+    pub max_pages: u64,
+    /// Machine frame of the shared-info page.
+    pub shared_info_mfn: u64,
+    /// The shared-info page, as hv reaches it.
+    pub shared: &'static mut SharedInfo,
+    /// vCPUs.
+    pub vcpus: Vec<Vcpu>,
+    /// Event-channel ports.
+    pub evtchn: EvtchnTable,
+    /// Console output not yet ended by a newline.
+    pub console_line: Vec<u8>,
+}
+
+/// Longest console line kept before it is printed anyway.
+pub const CONSOLE_LINE_MAX: usize = 256;
+
+impl Domain {
+    /// Whether any vCPU may still run.
+    pub fn is_alive(&self) -> bool {
+        matches!(self.state, DomainState::Running | DomainState::Paused)
+    }
+
+    /// Appends guest console output; returns each completed line through `emit`.
+    pub fn console_write(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
+        for &b in bytes {
+            if b == b'\n' || self.console_line.len() >= CONSOLE_LINE_MAX {
+                emit(&self.console_line);
+                self.console_line.clear();
+                if b == b'\n' {
+                    continue;
+                }
+            }
+            if b != b'\r' {
+                self.console_line.push(b);
+            }
+        }
+    }
+}

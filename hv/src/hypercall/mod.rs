@@ -1,0 +1,355 @@
+//! Hypercall dispatch: number -> handler, one file per ABI group.
+//!
+//! Handlers see the calling domain and vCPU, the caller's registers, its memory (through
+//! the fault-safe [`GuestMem`]) and the few machine services in [`Platform`]. They return
+//! `Result<i64, Errno>`; the Xen errno becomes the negative return value here, at the
+//! boundary, and nowhere else. Handlers that change how the vCPU continues (yield, block,
+//! shutdown, `iret`) say so with an [`Outcome`].
+
+mod console;
+mod event;
+mod memory;
+mod multicall;
+mod sched;
+mod traps;
+mod vcpu;
+mod version;
+
+use crate::domain::state::Domain;
+use crate::mm::guest_access::{Fault, GuestMem};
+use crate::regs::Regs;
+use hypercall_abi::errno::Errno;
+use hypercall_abi::sched::ShutdownReason;
+use hypercall_abi::xen::Hypercall;
+use hypercall_abi::DomId;
+
+/// Machine services hypercalls use.
+pub trait Platform {
+    /// System time: nanoseconds since hv booted.
+    fn now_ns(&self) -> u64;
+    /// Prints one line of a domain's console output.
+    fn console_line(&mut self, domid: DomId, line: &[u8]);
+    /// Reads waiting console input into `buf`; returns the byte count.
+    fn console_read(&mut self, buf: &mut [u8]) -> usize;
+    /// The highest machine frame number with RAM.
+    fn max_mfn(&self) -> u64;
+    /// The machine's memory map as the firmware gave it: (start, length, E820 type).
+    fn machine_memory_map(&self) -> alloc::vec::Vec<(u64, u64, u32)>;
+    /// Page-table and descriptor-table operations (`mmu_update`, `update_va_mapping`,
+    /// `mmuext_op`, `set_gdt`), which need the frame table and physical memory.
+    fn mmu(
+        &mut self,
+        dom: &mut Domain,
+        vcpu: usize,
+        call: MmuCall,
+        mem: &mut dyn GuestMem,
+    ) -> Result<i64, Errno>;
+}
+
+/// A page-table hypercall with its raw arguments.
+#[derive(Clone, Copy, Debug)]
+pub enum MmuCall {
+    /// `mmu_update(reqs, count, done, domid)`.
+    Update {
+        /// Guest address of the requests.
+        reqs: u64,
+        /// Number of requests.
+        count: u64,
+        /// Guest address for the count done (0: none).
+        done: u64,
+        /// Target domain.
+        domid: u64,
+    },
+    /// `update_va_mapping(va, pte, flags)`.
+    UpdateVa {
+        /// Virtual address.
+        va: u64,
+        /// New L1 entry.
+        pte: u64,
+        /// `UVMF_*`.
+        flags: u64,
+    },
+    /// `mmuext_op(ops, count, done, domid)`.
+    Ext {
+        /// Guest address of the operations.
+        ops: u64,
+        /// Number of operations.
+        count: u64,
+        /// Guest address for the count done (0: none).
+        done: u64,
+        /// Target domain.
+        domid: u64,
+    },
+    /// `set_gdt(frames, entries)`.
+    SetGdt {
+        /// Guest address of the frame list.
+        frames: u64,
+        /// Number of descriptors.
+        entries: u64,
+    },
+}
+
+/// How the vCPU continues after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Return to the caller (RAX holds the result).
+    Continue,
+    /// `SCHEDOP_yield`: let others run first.
+    Yield,
+    /// `SCHEDOP_block` / `SCHEDOP_poll`: the vCPU stopped; schedule another.
+    Block,
+    /// The domain shut itself down.
+    Shutdown(ShutdownReason),
+    /// The domain must be crashed (what it asked for cannot be done safely).
+    Crash(&'static str),
+}
+
+/// A hypercall in progress.
+pub struct Ctx<'a> {
+    /// The calling domain.
+    pub dom: &'a mut Domain,
+    /// The calling vCPU's index.
+    pub vcpu: usize,
+    /// The calling vCPU's registers (the live frame).
+    pub regs: &'a mut Regs,
+    /// The caller's memory.
+    pub mem: &'a mut dyn GuestMem,
+    /// Machine services.
+    pub hw: &'a mut dyn Platform,
+}
+
+/// A handler's result: a value for RAX, or a Xen errno.
+pub type HcResult = Result<i64, Errno>;
+
+impl From<Fault> for Errno {
+    fn from(_: Fault) -> Self {
+        Errno::EFAULT
+    }
+}
+
+/// Per-call control for handlers that do more than return a value.
+pub(crate) enum Flow {
+    /// Return `HcResult` in RAX.
+    Value(HcResult),
+    /// Return `HcResult` in RAX, then continue as the outcome says.
+    Then(HcResult, Outcome),
+    /// The handler rewrote the registers (`iret`); continue as the outcome says.
+    Regs(Outcome),
+}
+
+impl From<HcResult> for Flow {
+    fn from(r: HcResult) -> Self {
+        Flow::Value(r)
+    }
+}
+
+fn to_rax(r: HcResult) -> u64 {
+    match r {
+        Ok(v) => v as u64,
+        Err(e) => e.as_ret() as u64,
+    }
+}
+
+/// Handles the hypercall in the caller's registers (RAX = number; RDI, RSI, RDX, R10, R8).
+pub fn dispatch(ctx: &mut Ctx<'_>) -> Outcome {
+    let r = &*ctx.regs;
+    let (nr, args) = (r.rax, [r.rdi, r.rsi, r.rdx, r.r10, r.r8]);
+    match call(ctx, nr, args, false) {
+        Flow::Value(v) => {
+            ctx.regs.rax = to_rax(v);
+            Outcome::Continue
+        }
+        Flow::Then(v, outcome) => {
+            ctx.regs.rax = to_rax(v);
+            outcome
+        }
+        Flow::Regs(outcome) => outcome,
+    }
+}
+
+/// Runs one hypercall; `in_multicall` forbids what a batch may not contain.
+pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) -> Flow {
+    let Ok(op) = Hypercall::try_from(nr) else {
+        return Flow::Value(Err(Errno::ENOSYS));
+    };
+    match op {
+        Hypercall::XenVersion => version::xen_version(ctx, a[0], a[1]).into(),
+        Hypercall::ConsoleIo => console::console_io(ctx, a[0], a[1], a[2]).into(),
+        Hypercall::SchedOp => sched::sched_op(ctx, a[0], a[1]),
+        Hypercall::SetTimerOp => sched::set_timer_op(ctx, a[0]).into(),
+        Hypercall::EventChannelOp => event::event_channel_op(ctx, a[0], a[1]),
+        Hypercall::SetTrapTable => traps::set_trap_table(ctx, a[0]).into(),
+        Hypercall::SetCallbacks => traps::set_callbacks(ctx, a[0], a[1], a[2]).into(),
+        Hypercall::CallbackOp => traps::callback_op(ctx, a[0], a[1]).into(),
+        Hypercall::StackSwitch => traps::stack_switch(ctx, a[0], a[1]).into(),
+        Hypercall::FpuTaskswitch => traps::fpu_taskswitch(ctx, a[0]).into(),
+        Hypercall::SetSegmentBase => traps::set_segment_base(ctx, a[0], a[1]).into(),
+        Hypercall::VmAssist => traps::vm_assist(a[0], a[1]).into(),
+        Hypercall::Iret if in_multicall => Flow::Value(Err(Errno::EINVAL)),
+        Hypercall::Iret => traps::iret(ctx),
+        Hypercall::MemoryOp => memory::memory_op(ctx, a[0], a[1]).into(),
+        Hypercall::VcpuOp => vcpu::vcpu_op(ctx, a[0], a[1], a[2]).into(),
+        Hypercall::Multicall if in_multicall => Flow::Value(Err(Errno::EINVAL)),
+        Hypercall::Multicall => multicall::multicall(ctx, a[0], a[1]),
+        Hypercall::MmuUpdate => mmu(
+            ctx,
+            MmuCall::Update {
+                reqs: a[0],
+                count: a[1],
+                done: a[2],
+                domid: a[3],
+            },
+        ),
+        Hypercall::UpdateVaMapping => mmu(
+            ctx,
+            MmuCall::UpdateVa {
+                va: a[0],
+                pte: a[1],
+                flags: a[2],
+            },
+        ),
+        Hypercall::MmuextOp => mmu(
+            ctx,
+            MmuCall::Ext {
+                ops: a[0],
+                count: a[1],
+                done: a[2],
+                domid: a[3],
+            },
+        ),
+        Hypercall::SetGdt => mmu(
+            ctx,
+            MmuCall::SetGdt {
+                frames: a[0],
+                entries: a[1],
+            },
+        ),
+        _ => Flow::Value(Err(Errno::ENOSYS)),
+    }
+}
+
+fn mmu(ctx: &mut Ctx<'_>, call: MmuCall) -> Flow {
+    Flow::Value(ctx.hw.mmu(ctx.dom, ctx.vcpu, call, ctx.mem))
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! A fake domain and platform for handler tests.
+    use super::*;
+    use crate::domain::state::{DomainState, Vcpu};
+    use crate::evtchn::EvtchnTable;
+    use crate::mm::guest_access::FakeGuestMem;
+    use alloc::boxed::Box;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use hypercall_abi::xen::SharedInfo;
+
+    /// Guest memory in the tests: 64 KiB at 0x10000.
+    pub const MEM_BASE: u64 = 0x1_0000;
+
+    pub struct FakePlatform {
+        pub now: u64,
+        pub lines: Vec<(DomId, Vec<u8>)>,
+        pub input: Vec<u8>,
+    }
+
+    impl Platform for FakePlatform {
+        fn now_ns(&self) -> u64 {
+            self.now
+        }
+        fn console_line(&mut self, domid: DomId, line: &[u8]) {
+            self.lines.push((domid, line.to_vec()));
+        }
+        fn console_read(&mut self, buf: &mut [u8]) -> usize {
+            let n = buf.len().min(self.input.len());
+            buf[..n].copy_from_slice(&self.input[..n]);
+            self.input.drain(..n);
+            n
+        }
+        fn max_mfn(&self) -> u64 {
+            0x2_0000
+        }
+        fn machine_memory_map(&self) -> Vec<(u64, u64, u32)> {
+            alloc::vec![
+                (0, 0x9_f000, 1),
+                (0x10_0000, 0x1ff0_0000, 1),
+                (0xfffc_0000, 0x4_0000, 2)
+            ]
+        }
+        fn mmu(&mut self, _: &mut Domain, _: usize, _: MmuCall, _: &mut dyn GuestMem) -> HcResult {
+            Err(Errno::ENOSYS)
+        }
+    }
+
+    pub struct World {
+        pub dom: Domain,
+        pub regs: Regs,
+        pub mem: FakeGuestMem,
+        pub hw: FakePlatform,
+    }
+
+    impl World {
+        pub fn new() -> Self {
+            let dom = Domain {
+                id: 1,
+                name: String::from("test"),
+                privileged: false,
+                state: DomainState::Running,
+                p2m: (0..256).map(|i| 0x1000 + i).collect(),
+                max_pages: 512,
+                shared_info_mfn: 0x999,
+                shared: Box::leak(Box::new(SharedInfo::default())),
+                vcpus: alloc::vec![Vcpu::new(0, Regs::default())],
+                evtchn: EvtchnTable::new(1),
+                console_line: Vec::new(),
+            };
+            World {
+                dom,
+                regs: Regs::default(),
+                mem: FakeGuestMem::new(MEM_BASE, 0x1_0000),
+                hw: FakePlatform {
+                    now: 1_000_000,
+                    lines: Vec::new(),
+                    input: Vec::new(),
+                },
+            }
+        }
+
+        /// Makes hypercall `nr` with `args`; returns the outcome and RAX as a signed value.
+        pub fn call(&mut self, nr: u64, args: &[u64]) -> (Outcome, i64) {
+            let mut a = [0u64; 5];
+            a[..args.len()].copy_from_slice(args);
+            self.regs.rax = nr;
+            [
+                self.regs.rdi,
+                self.regs.rsi,
+                self.regs.rdx,
+                self.regs.r10,
+                self.regs.r8,
+            ] = a;
+            let mut ctx = Ctx {
+                dom: &mut self.dom,
+                vcpu: 0,
+                regs: &mut self.regs,
+                mem: &mut self.mem,
+                hw: &mut self.hw,
+            };
+            let out = dispatch(&mut ctx);
+            (out, self.regs.rax as i64)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::World;
+    use super::*;
+
+    #[test]
+    fn unknown_numbers_are_enosys() {
+        let mut w = World::new();
+        for nr in [11, 60, 127, 128, u64::MAX] {
+            assert_eq!(w.call(nr, &[]), (Outcome::Continue, -38), "hypercall {nr}");
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! `multicall`: a batch of hypercalls in one trap.
+
+use super::{call, Ctx, Flow, Outcome};
+use crate::mm::guest_access::{read_obj, write_obj};
+use hypercall_abi::errno::Errno;
+use hypercall_abi::xen::MulticallEntry;
+
+/// Most entries one batch may hold (bounds the time spent in one call).
+const MAX_ENTRIES: u64 = 512;
+
+/// Runs each entry (op, result, args[6]) and stores its result. A call that stops the vCPU
+/// (yield, block, shutdown) ends the batch after storing its result.
+pub(super) fn multicall(ctx: &mut Ctx<'_>, list: u64, count: u64) -> Flow {
+    if count > MAX_ENTRIES {
+        return Flow::Value(Err(Errno::EINVAL));
+    }
+    let size = core::mem::size_of::<MulticallEntry>() as u64;
+    for i in 0..count {
+        let Some(at) = list.checked_add(i * size) else {
+            return Flow::Value(Err(Errno::EFAULT));
+        };
+        let e: MulticallEntry = match read_obj(ctx.mem, at) {
+            Ok(e) => e,
+            Err(f) => return Flow::Value(Err(f.into())),
+        };
+        let args = [e.args[0], e.args[1], e.args[2], e.args[3], e.args[4]];
+        let (result, outcome) = match call(ctx, e.op, args, true) {
+            Flow::Value(r) => (r, Outcome::Continue),
+            Flow::Then(r, o) => (r, o),
+            Flow::Regs(o) => (Ok(0), o),
+        };
+        let raw = match result {
+            Ok(v) => v as u64,
+            Err(err) => err.as_ret() as u64,
+        };
+        if let Err(f) = write_obj(ctx.mem, at + 8, &raw) {
+            return Flow::Value(Err(f.into()));
+        }
+        if outcome != Outcome::Continue {
+            return Flow::Then(Ok(0), outcome);
+        }
+    }
+    Flow::Value(Ok(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{World, MEM_BASE};
+    use super::super::Outcome;
+    use crate::mm::guest_access::{read_obj, write_obj};
+    use hypercall_abi::xen::MulticallEntry;
+
+    const MULTICALL: u64 = 13;
+
+    fn entry(op: u64, args: [u64; 6]) -> MulticallEntry {
+        MulticallEntry {
+            op,
+            result: 0,
+            args,
+        }
+    }
+
+    #[test]
+    fn results_per_entry_and_no_nesting() {
+        let mut w = World::new();
+        write_obj(&mut w.mem, MEM_BASE, &entry(17, [0; 6])).unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 64, &entry(17, [7, 0, 0, 0, 0, 0])).unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 128, &entry(13, [0; 6])).unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 192, &entry(200, [0; 6])).unwrap();
+        assert_eq!(w.call(MULTICALL, &[MEM_BASE, 4]), (Outcome::Continue, 0));
+        let r = |w: &mut World, i: u64| {
+            read_obj::<u64>(&mut w.mem, MEM_BASE + i * 64 + 8).unwrap() as i64
+        };
+        assert_eq!(r(&mut w, 0), 0x4_0011);
+        assert_eq!(r(&mut w, 1), 4096);
+        assert_eq!(r(&mut w, 2), -22, "nested multicall");
+        assert_eq!(r(&mut w, 3), -38);
+        assert_eq!(w.call(MULTICALL, &[MEM_BASE, 100_000]).1, -22);
+        assert_eq!(w.call(MULTICALL, &[0x10, 1]).1, -14);
+    }
+
+    #[test]
+    fn yield_ends_the_batch() {
+        let mut w = World::new();
+        write_obj(&mut w.mem, MEM_BASE, &entry(29, [0; 6])).unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 64, &entry(17, [0; 6])).unwrap();
+        assert_eq!(w.call(MULTICALL, &[MEM_BASE, 2]).0, Outcome::Yield);
+        assert_eq!(
+            read_obj::<u64>(&mut w.mem, MEM_BASE + 64 + 8).unwrap(),
+            0,
+            "not run"
+        );
+    }
+}
