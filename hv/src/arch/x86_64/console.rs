@@ -73,6 +73,23 @@ pub fn init() {
     log::set_max_level(DEFAULT_LEVEL);
 }
 
+/// Prints one line of a guest's console output, prefixed `(dN)` as Xen does. Control
+/// characters are shown as `?` so a guest cannot drive the terminal.
+pub fn guest_line(domid: u16, line: &[u8]) {
+    let mut port = SERIAL.lock();
+    let mut out = Crlf(&mut port);
+    let _ = write!(out, "(d{domid}) ");
+    for &b in line {
+        let c = if b == b'\t' || (0x20..0x7f).contains(&b) {
+            b
+        } else {
+            b'?'
+        };
+        out.0.send(c);
+    }
+    let _ = out.write_str("\n");
+}
+
 /// Prints without the log prefix, for multi-line dumps that must get out even when the
 /// console lock is held by the code that faulted.
 pub fn emergency_print(args: fmt::Arguments<'_>) {

@@ -5,7 +5,7 @@
 //! Every mapping is global: later PV guests share these PML4 slots, so hv's TLB entries
 //! survive guest address-space switches.
 
-use super::layout::{DIRECTMAP_BASE, FIXMAP_BASE, HV_VIRT_OFFSET};
+use super::layout::{DIRECTMAP_BASE, FIXMAP_BASE};
 use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::structures::paging::PageTableFlags as F;
 
@@ -67,28 +67,33 @@ impl<'a> Builder<'a> {
         Ok(pa)
     }
 
-    /// The next-level table under `table[index]`, created if absent.
-    fn next(&mut self, table: u64, index: u64) -> Result<u64, MapError> {
+    /// The next-level table under `table[index]`, created if absent. Intermediate entries
+    /// are permissive (the leaf decides); `user` makes them reachable from ring 3.
+    fn next(&mut self, table: u64, index: u64, user: bool) -> Result<u64, MapError> {
         let e = entry(table, index);
+        let want =
+            (F::PRESENT | F::WRITABLE).bits() | if user { F::USER_ACCESSIBLE.bits() } else { 0 };
         // SAFETY: `e` points into a page-table frame owned by this builder.
         let v = unsafe { e.read_volatile() };
         if v & F::PRESENT.bits() != 0 {
             if v & F::HUGE_PAGE.bits() != 0 {
                 return Err(MapError::Conflict(v));
             }
+            // SAFETY: as above; only permission bits are added.
+            unsafe { e.write_volatile(v | want) };
             return Ok(v & ADDR_MASK);
         }
         let t = self.table()?;
-        // Intermediate entries are permissive; the leaf decides.
         // SAFETY: as above.
-        unsafe { e.write_volatile(t | (F::PRESENT | F::WRITABLE).bits()) };
+        unsafe { e.write_volatile(t | want) };
         Ok(t)
     }
 
     fn map_one(&mut self, va: u64, pa: u64, flags: F, large: bool) -> Result<(), MapError> {
+        let user = flags.contains(F::USER_ACCESSIBLE);
         let l4 = self.root;
-        let l3 = self.next(l4, (va >> 39) & 511)?;
-        let l2 = self.next(l3, (va >> 30) & 511)?;
+        let l3 = self.next(l4, (va >> 39) & 511, user)?;
+        let l2 = self.next(l3, (va >> 30) & 511, user)?;
         if large {
             // SAFETY: `l2` is a page-table frame owned by this builder.
             unsafe {
@@ -96,7 +101,7 @@ impl<'a> Builder<'a> {
             };
             return Ok(());
         }
-        let l1 = self.next(l2, (va >> 21) & 511)?;
+        let l1 = self.next(l2, (va >> 21) & 511, user)?;
         // SAFETY: `l1` is a page-table frame owned by this builder.
         unsafe { entry(l1, (va >> 12) & 511).write_volatile(pa | flags.bits()) };
         Ok(())
@@ -164,7 +169,35 @@ pub fn map_fixmap(
     Ok(va as *mut u8)
 }
 
-/// Physical address of a symbol in hv's image.
-pub fn image_phys(va: u64) -> u64 {
-    va - HV_VIRT_OFFSET
+/// Points the 4 KiB page at `va` in hv's live tables at `pa` with `flags` and flushes it.
+/// The page must already be mapped with 4 KiB pages (hv's image is).
+pub fn remap_4k(va: u64, pa: u64, flags: F) -> Result<(), MapError> {
+    let mut t = root();
+    for shift in [39u64, 30, 21] {
+        // SAFETY: page-table frames of hv's live tables, in the direct map.
+        let e = unsafe { entry(t, (va >> shift) & 511).read_volatile() };
+        if e & F::PRESENT.bits() == 0 || e & F::HUGE_PAGE.bits() != 0 {
+            return Err(MapError::Conflict(e));
+        }
+        t = e & ADDR_MASK;
+    }
+    // SAFETY: as above; the caller owns the mapping of `va`.
+    unsafe { entry(t, (va >> 12) & 511).write_volatile(pa | effective(flags | F::PRESENT).bits()) };
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
+    Ok(())
+}
+
+/// Physical address of hv's live PML4.
+pub fn root() -> u64 {
+    ROOT.load(Ordering::Relaxed)
+}
+
+/// hv's PML4 entries for Xen's reserved slots (256..272), which every PV guest's L4 shares.
+pub fn hv_l4_slots() -> [u64; 16] {
+    let mut slots = [0u64; 16];
+    for (i, s) in slots.iter_mut().enumerate() {
+        // SAFETY: the live PML4 is a page-table frame in the direct map; reading is harmless.
+        *s = unsafe { entry(root(), 256 + i as u64).read_volatile() };
+    }
+    slots
 }

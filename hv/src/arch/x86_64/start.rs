@@ -5,14 +5,15 @@ use super::boot::{PROTOCOL_MULTIBOOT2, PROTOCOL_PVH};
 use super::layout::{DIRECTMAP_BASE, HV_VIRT_OFFSET};
 use super::paging::{self, phys_to_virt, Builder};
 use super::power::{power_off, Status};
-use super::{apic, console, cpu, gdt, time, traps};
+use super::{apic, console, cpu, entry, gdt, pv, time, traps};
 use crate::boot::{self, BootError, BootInfo, PhysRead};
-use crate::bundle::Bundle;
+use crate::bundle::{Bundle, DomainSpec};
 use crate::cmdline::{parse_loglvl, Cmdline};
 use crate::mm::{
     FrameAllocator, FrameTable, MemoryMap, Mfn, Owner, PageInfo, RegionKind, PAGE_SIZE,
 };
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
+use hypercall_abi::xen::MACH2PHYS_VIRT_START;
 use linked_list_allocator::LockedHeap;
 use log::{error, info, warn};
 use spin::Mutex;
@@ -92,6 +93,17 @@ extern "C" fn hv_start(protocol: u32, info_paddr: u32, magic: u32) -> ! {
     console::init();
     gdt::init();
     traps::init();
+    entry::init();
+    // Let guests use SSE (FXSAVE/FXRSTOR, SIMD exceptions); hv itself is built soft-float.
+    // SAFETY: setting OSFXSR/OSXMMEXCPT only enables instructions hv never executes itself.
+    unsafe {
+        x86_64::registers::control::Cr4::update(|c| {
+            c.insert(
+                x86_64::registers::control::Cr4Flags::OSFXSR
+                    | x86_64::registers::control::Cr4Flags::OSXMMEXCPT_ENABLE,
+            )
+        })
+    };
 
     let parsed = match protocol {
         PROTOCOL_PVH => boot::pvh::parse(&BootPhys, info_paddr.into()),
@@ -139,8 +151,9 @@ extern "C" fn hv_start(protocol: u32, info_paddr: u32, magic: u32) -> ! {
             Status::Failure
         }
     };
+    let (bundle_status, specs) = load_bundle(&info);
     let status = if status == Status::Clean {
-        load_bundle(&info)
+        bundle_status
     } else {
         status
     };
@@ -155,12 +168,15 @@ extern "C" fn hv_start(protocol: u32, info_paddr: u32, magic: u32) -> ! {
         Some(other) => warn!("unknown hvtest={other}"),
         None => {}
     }
-    info!("nothing to run");
-    power_off(status);
+    if status != Status::Clean && specs.is_empty() {
+        power_off(status);
+    }
+    let failures = pv::build_all(&specs) + usize::from(status != Status::Clean);
+    pv::run(failures)
 }
 
 fn setup_memory(info: &BootInfo, features: &cpu::Features) {
-    let fw = &info.memmap;
+    let fw = FIRMWARE_MAP.call_once(|| info.memmap.clone());
     for r in fw.regions() {
         info!(" {:016x} - {:016x} ({:?})", r.start, r.end, r.kind);
     }
@@ -186,7 +202,8 @@ fn setup_memory(info: &BootInfo, features: &cpu::Features) {
         power_off(Status::Failure);
     };
     let ft_bytes = FrameTable::bytes_needed(span.end.0 - span.start.0).unwrap_or(usize::MAX) as u64;
-    let early_need = ft_bytes + EARLY_PT_FRAMES * PAGE_SIZE;
+    let m2p_bytes = (span.end.0 * 8).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let early_need = ft_bytes + m2p_bytes + EARLY_PT_FRAMES * PAGE_SIZE;
     let Some(early_range) = avail
         .ram_regions()
         .map(|r| r.start..r.end.min(BOOT_MAPPED_LIMIT))
@@ -204,10 +221,18 @@ fn setup_memory(info: &BootInfo, features: &cpu::Features) {
     let Some(ft_pa) = early.take(ft_bytes) else {
         power_off(Status::Failure)
     };
+    let Some(m2p_pa) = early.take(m2p_bytes) else {
+        power_off(Status::Failure)
+    };
+    // SAFETY: the M2P's frames were just taken for it alone, in the boot direct map. Every
+    // entry starts invalid (all ones, as Xen's INVALID_M2P_ENTRY).
+    unsafe { core::ptr::write_bytes(phys_to_virt(m2p_pa), 0xff, m2p_bytes as usize) };
+    M2P.store(m2p_pa, Ordering::Relaxed);
+    MAX_MFN.store(span.end.0, Ordering::Relaxed);
 
     // hv's own tables: the image W^X, the direct map of everything the firmware named.
     let mut next_frame = || early.take(PAGE_SIZE);
-    let pt_frames = match build_tables(fw, &mut next_frame, features) {
+    let pt_frames = match build_tables(fw, &mut next_frame, features, m2p_pa..m2p_pa + m2p_bytes) {
         Ok(n) => n,
         Err(e) => {
             error!("building hv's page tables failed: {e:?}");
@@ -278,6 +303,7 @@ fn build_tables(
     fw: &MemoryMap,
     alloc: &mut dyn FnMut() -> Option<u64>,
     features: &cpu::Features,
+    m2p: core::ops::Range<u64>,
 ) -> Result<u64, paging::MapError> {
     let global = if features.pge { F::GLOBAL } else { F::empty() };
     let (text, text_end) = (sym!(__text_start), sym!(__text_end));
@@ -313,6 +339,13 @@ fn build_tables(
             }
         }
     }
+    // The machine-to-phys table, read-only for PV guests at Xen's address.
+    b.map(
+        MACH2PHYS_VIRT_START,
+        m2p.start,
+        m2p.end - m2p.start,
+        global | F::USER_ACCESSIBLE | F::NO_EXECUTE,
+    )?;
     let frames = b.frames;
     b.activate();
     if features.pge {
@@ -325,6 +358,37 @@ fn build_tables(
         };
     }
     Ok(frames)
+}
+
+/// The firmware memory map, normalised (for the control domain's machine memory map).
+static FIRMWARE_MAP: spin::Once<MemoryMap> = spin::Once::new();
+
+/// The firmware memory map.
+pub fn firmware_map() -> &'static [crate::mm::Region] {
+    FIRMWARE_MAP.get().map_or(&[], |m| m.regions())
+}
+
+/// Physical address of the machine-to-phys table.
+static M2P: AtomicU64 = AtomicU64::new(0);
+/// One past the highest RAM frame (the M2P's length in entries).
+static MAX_MFN: AtomicU64 = AtomicU64::new(0);
+
+/// The highest machine frame number with RAM.
+pub fn max_mfn() -> u64 {
+    MAX_MFN.load(Ordering::Relaxed).saturating_sub(1)
+}
+
+/// Records in the M2P that machine frame `mfn` holds guest frame `pfn`.
+pub fn set_m2p(mfn: u64, pfn: u64) {
+    if mfn >= MAX_MFN.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: the M2P has an 8-byte entry for every frame below MAX_MFN, in the direct map.
+    unsafe {
+        (phys_to_virt(M2P.load(Ordering::Relaxed)) as *mut u64)
+            .add(mfn as usize)
+            .write_volatile(pfn)
+    };
 }
 
 /// Allocates a page-table frame from the frame allocator (after boot).
@@ -360,10 +424,16 @@ fn setup_timer(features: &cpu::Features) -> Status {
     Status::Clean
 }
 
-fn load_bundle(info: &BootInfo) -> Status {
+/// Domains read from the boot bundle, with the ids they get.
+type Specs = alloc::vec::Vec<(u16, DomainSpec<'static>)>;
+
+/// Reads the boot bundle and lists its domains. A bundle that cannot be used is a failure;
+/// a bad domain record skips that domain only.
+fn load_bundle(info: &BootInfo) -> (Status, Specs) {
+    let mut specs = Specs::new();
     let Some(m) = info.modules().first() else {
         info!("No boot bundle: no domains to build");
-        return Status::Clean;
+        return (Status::Clean, specs);
     };
     if m.start
         .checked_add(m.len)
@@ -373,39 +443,44 @@ fn load_bundle(info: &BootInfo) -> Status {
             "bundle rejected: module at {:#x} (+{:#x}) is outside the direct map",
             m.start, m.len
         );
-        return Status::Failure;
+        return (Status::Failure, specs);
     }
     // SAFETY: the module lies in RAM below 4 GiB (checked above), which hv's direct map
-    // covers; it was removed from the allocator's RAM, so nothing else writes it.
-    let bytes = unsafe { core::slice::from_raw_parts(phys_to_virt(m.start), m.len as usize) };
+    // covers; it was removed from the allocator's RAM, so nothing else writes it, and it is
+    // never freed: it lives as long as hv.
+    let bytes: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(phys_to_virt(m.start), m.len as usize) };
     let bundle = match Bundle::parse(bytes) {
         Ok(b) => b,
         Err(e) => {
             error!("bundle rejected: {e}");
-            return Status::Failure;
+            return (Status::Failure, specs);
         }
     };
     let mut status = Status::Clean;
     for (i, d) in bundle.domains().enumerate() {
         match d {
-            Ok(d) => info!(
-                "domain {i}: {} ({:?}, {} KiB, {} vCPU{}{}, kernel {} bytes, cmdline \"{}\")",
-                d.name,
-                d.kind,
-                d.memory_kib,
-                d.vcpus,
-                if d.vcpus == 1 { "" } else { "s" },
-                if d.privileged { ", privileged" } else { "" },
-                d.kernel.len(),
-                d.cmdline
-            ),
+            Ok(d) => {
+                info!(
+                    "domain {i}: {} ({:?}, {} KiB, {} vCPU{}{}, kernel {} bytes, cmdline \"{}\")",
+                    d.name,
+                    d.kind,
+                    d.memory_kib,
+                    d.vcpus,
+                    if d.vcpus == 1 { "" } else { "s" },
+                    if d.privileged { ", privileged" } else { "" },
+                    d.kernel.len(),
+                    d.cmdline
+                );
+                specs.push((i as u16, d));
+            }
             Err(e) => {
                 error!("domain {i} skipped: {e}");
                 status = Status::Failure;
             }
         }
     }
-    status
+    (status, specs)
 }
 
 /// `hvtest=timer`: counts periodic ticks against the TSC.

@@ -11,10 +11,20 @@ static SCALE: Once<TscScale> = Once::new();
 
 /// Nanoseconds since boot (0 until the TSC is calibrated).
 pub fn now_ns() -> u64 {
-    match SCALE.get() {
-        Some(s) => s.ticks_to_ns(rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed))),
-        None => 0,
-    }
+    ns_at(rdtsc())
+}
+
+/// The TSC-to-ns scale (all zero before calibration).
+pub fn scale() -> TscScale {
+    SCALE
+        .get()
+        .copied()
+        .unwrap_or(TscScale { mul: 0, shift: 0 })
+}
+
+/// System time (ns since boot) at TSC value `tsc`.
+pub fn ns_at(tsc: u64) -> u64 {
+    scale().ticks_to_ns(tsc.wrapping_sub(BOOT_TSC.load(Ordering::Relaxed)))
 }
 
 /// Records the TSC at entry; boot time counts from here.

@@ -7,6 +7,7 @@
 //! error code, RIP, CR2 and registers, and hv powers off with a failure status.
 
 use super::gdt::{HV_CS, IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI};
+use crate::regs::Regs;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use x86_64::structures::DescriptorTablePointer;
@@ -51,8 +52,13 @@ trap_stubs:
     .set vec, vec + 1
     .endr
 
+    .globl trap_common
 trap_common:
-    push %rax
+    /* From ring 3 (a guest), hv's GS base is in KERNEL_GS_BASE: swap it in. */
+    testb $3, 24(%rsp)
+    jz 1f
+    swapgs
+1:  push %rax
     push %rbx
     push %rcx
     push %rdx
@@ -70,6 +76,9 @@ trap_common:
     mov %rsp, %rdi
     cld
     call {dispatch}
+    /* Back to a guest (possibly another vCPU than the one that trapped) or to hv. */
+    testb $3, {cs_offset}(%rsp)
+    jnz return_to_guest
     pop %r15
     pop %r14
     pop %r13
@@ -90,6 +99,7 @@ trap_common:
     "#,
     errmask = const ERROR_CODE_VECTORS,
     dispatch = sym trap_dispatch,
+    cs_offset = const core::mem::offset_of!(Regs, cs),
     options(att_syntax)
 );
 
@@ -97,35 +107,8 @@ unsafe extern "C" {
     static trap_stubs: [u8; 256 * 16];
 }
 
-/// Registers saved on entry, lowest address first.
-#[repr(C)]
-#[derive(Debug)]
-pub struct TrapFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
+/// The frame the entry stubs save.
+pub type TrapFrame = Regs;
 
 /// An IDT gate (interrupt gate, DPL 0).
 #[derive(Clone, Copy, Default)]
@@ -194,12 +177,16 @@ const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.from_user() {
+        super::pv::guest_trap(frame);
+        return;
+    }
+    if matches!(frame.vector, 13 | 14) && super::entry::fixup(frame) {
+        return;
+    }
     match frame.vector {
         v if v < 32 => fatal_exception(frame),
-        v if v == u64::from(TIMER_VECTOR) => {
-            TIMER_TICKS.fetch_add(1, Ordering::Relaxed);
-            super::apic::eoi();
-        }
+        v if v == u64::from(TIMER_VECTOR) => timer_tick(),
         v if v == u64::from(SPURIOUS_VECTOR) => {}
         v => {
             log::warn!("unexpected interrupt, vector {v:#x}");
@@ -208,7 +195,14 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
 }
 
-fn fatal_exception(f: &TrapFrame) -> ! {
+/// The periodic tick: counts and acknowledges it.
+pub fn timer_tick() {
+    TIMER_TICKS.fetch_add(1, Ordering::Relaxed);
+    super::apic::eoi();
+}
+
+/// Reports an exception hv cannot survive and powers off.
+pub fn fatal_exception(f: &TrapFrame) -> ! {
     let name = EXCEPTION_NAMES
         .get(f.vector as usize)
         .copied()

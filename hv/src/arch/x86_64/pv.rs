@@ -1,0 +1,787 @@
+//! Running PV domains: building them from the boot bundle, the run loop, and what happens on
+//! every entry from a guest (hypercall, exception, interrupt) and every return to one.
+//!
+//! The portable layers decide (hypercall handlers, bounce frames, wake-ups, round robin);
+//! this module applies their decisions to the CPU: the register frame at the top of the
+//! guest-entry stack, CR3, the guest's FS/GS bases, CR0.TS and the FPU registers.
+
+use super::cpu::{self, rdtsc};
+use super::entry::{self, Fault};
+use super::paging::{hv_l4_slots, phys_to_virt};
+use super::power::{power_off, Status};
+use super::{console, time, traps};
+use crate::bundle::{DomainKind, DomainSpec};
+use crate::domain::elf::{ImageKind, XenImage};
+use crate::domain::pv_build::{build_pv, BuildMemory, BuildParams};
+use crate::domain::state::{Domain, DomainState, FpuState, Vcpu, VcpuState};
+use crate::evtchn::EvtchnTable;
+use crate::hypercall::{self, Ctx, MmuCall, Outcome, Platform};
+use crate::mm::guest_access::{self, GuestMem};
+use crate::mm::{Mfn, Owner, PAGE_SIZE};
+use crate::pv::emulate::{decode_gp, decode_ud, pv_cpuid, Insn, MAX_INSN};
+use crate::regs::{rflags, Regs};
+use crate::sched::{self, VcpuRef, SLICE_TICKS};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use hypercall_abi::errno::Errno;
+use hypercall_abi::sched::ShutdownReason;
+use hypercall_abi::xen::{
+    SharedInfo, FIRST_RESERVED_GDT_PAGE, FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, SIF_INITDOMAIN,
+    SIF_PRIVILEGED,
+};
+use log::{error, info, warn};
+use spin::Mutex;
+
+/// Everything the run loop owns.
+struct Runtime {
+    domains: Vec<Domain>,
+    /// Domains that could not be built or were skipped: the run cannot end clean.
+    boot_failures: usize,
+    current: Option<VcpuRef>,
+    /// CR3, GS base, FS base and CR0.TS as loaded, to skip redundant reloads.
+    loaded: Loaded,
+}
+
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Loaded {
+    cr3: u64,
+    gs: u64,
+    fs: u64,
+    ts: bool,
+    /// GDT frames shown in the guest part of the GDT, and how many.
+    gdt: [u64; FIRST_RESERVED_GDT_PAGE],
+    gdt_len: usize,
+}
+
+static RUNTIME: Mutex<Runtime> = Mutex::new(Runtime {
+    domains: Vec::new(),
+    boot_failures: 0,
+    current: None,
+    loaded: Loaded {
+        cr3: 0,
+        gs: 0,
+        fs: 0,
+        ts: false,
+        gdt: [0; FIRST_RESERVED_GDT_PAGE],
+        gdt_len: 0,
+    },
+});
+
+/// The current guest's memory, reached through its live page tables.
+struct LiveGuest<'a> {
+    /// The vCPU's kernel root, for a switch from user mode.
+    kernel_root: Option<Mfn>,
+    /// CR3 as loaded (kept true when a switch reloads it).
+    loaded_cr3: &'a mut u64,
+}
+
+impl GuestMem for LiveGuest<'_> {
+    fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), guest_access::Fault> {
+        entry::copy_from_guest(gva, buf).map_err(|Fault| guest_access::Fault)
+    }
+    fn write(&mut self, gva: u64, buf: &[u8]) -> Result<(), guest_access::Fault> {
+        entry::copy_to_guest(gva, buf).map_err(|Fault| guest_access::Fault)
+    }
+    fn switch_to_kernel(&mut self) {
+        if let Some(root) = self.kernel_root {
+            load_cr3(root.paddr());
+            *self.loaded_cr3 = root.paddr();
+        }
+    }
+}
+
+fn load_cr3(cr3: u64) {
+    // SAFETY: every root hv loads is a validated L4 of the running domain (the type system in
+    // `mm::pv` guarantees it), which carries hv's own slots, so hv stays mapped.
+    unsafe { core::arch::asm!("mov {}, %cr3", in(reg) cr3, options(att_syntax, nostack)) };
+}
+
+/// The machine services hypercalls use.
+struct Machine;
+
+impl Platform for Machine {
+    fn now_ns(&self) -> u64 {
+        time::now_ns()
+    }
+    fn console_line(&mut self, domid: u16, line: &[u8]) {
+        console::guest_line(domid, line);
+    }
+    fn console_read(&mut self, buf: &mut [u8]) -> usize {
+        let mut n = 0;
+        while n < buf.len() {
+            match console::poll_input() {
+                Some(b) => {
+                    buf[n] = b;
+                    n += 1;
+                }
+                None => break,
+            }
+        }
+        n
+    }
+    fn max_mfn(&self) -> u64 {
+        super::start::max_mfn()
+    }
+    fn machine_memory_map(&self) -> Vec<(u64, u64, u32)> {
+        super::start::firmware_map()
+            .iter()
+            .map(|r| (r.start, r.end - r.start, r.kind.e820_type()))
+            .collect()
+    }
+    fn mmu(
+        &mut self,
+        dom: &mut Domain,
+        vcpu: usize,
+        call: MmuCall,
+        mem: &mut dyn GuestMem,
+    ) -> Result<i64, Errno> {
+        super::mmu::hypercall(dom, vcpu, call, mem)
+    }
+}
+
+/// Guest memory being built, through the direct map.
+struct BuildMem<'a> {
+    p2m: &'a [u64],
+}
+
+impl BuildMemory for BuildMem<'_> {
+    fn nr_pages(&self) -> u64 {
+        self.p2m.len() as u64
+    }
+    fn mfn(&self, pfn: u64) -> Mfn {
+        Mfn(self.p2m.get(pfn as usize).copied().unwrap_or(u64::MAX))
+    }
+    fn page_mut(&mut self, pfn: u64) -> &mut [u8; 4096] {
+        let mfn = self.p2m[pfn as usize];
+        // SAFETY: `mfn` is a frame just allocated to the domain being built, mapped in the
+        // direct map; nothing else refers to it until the domain runs, and the builder holds
+        // at most one page reference at a time.
+        unsafe { &mut *(phys_to_virt(mfn * PAGE_SIZE) as *mut [u8; 4096]) }
+    }
+}
+
+/// Why a domain could not be built.
+#[derive(Debug)]
+pub struct BuildFailure(pub String);
+
+fn fail(args: core::fmt::Arguments<'_>) -> BuildFailure {
+    let mut s = String::new();
+    let _ = s.write_fmt(args);
+    BuildFailure(s)
+}
+
+/// Builds domain `id` from its bundle record and queues it to run.
+pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> {
+    if spec.kind != DomainKind::Pv {
+        return Err(fail(format_args!(
+            "{:?} domains are not supported yet",
+            spec.kind
+        )));
+    }
+    let image =
+        XenImage::parse(spec.kernel).map_err(|e| fail(format_args!("kernel image: {e}")))?;
+    if image.kind() != ImageKind::Pv {
+        return Err(fail(format_args!("the kernel has no Xen PV notes")));
+    }
+    let nr_pages = spec.memory_kib / 4;
+    let max_pages = spec.max_memory_kib / 4;
+    let owner = Owner::Domain(id);
+    let mut p2m = Vec::new();
+    p2m.try_reserve_exact(nr_pages as usize)
+        .map_err(|_| fail(format_args!("no memory for the p2m")))?;
+    let shared_mfn;
+    {
+        let mut frames = super::start::FRAMES.lock();
+        let frames = frames
+            .as_mut()
+            .ok_or_else(|| fail(format_args!("no frame allocator")))?;
+        if frames.free_frames() < nr_pages + 1 {
+            return Err(fail(format_args!(
+                "needs {} pages, {} free",
+                nr_pages + 1,
+                frames.free_frames()
+            )));
+        }
+        for _ in 0..nr_pages {
+            let mfn = frames
+                .alloc(0, owner)
+                .map_err(|e| fail(format_args!("allocating memory: {e:?}")))?;
+            p2m.push(mfn.0);
+        }
+        shared_mfn = frames
+            .alloc(0, owner)
+            .map_err(|e| fail(format_args!("allocating shared info: {e:?}")))?
+            .0;
+    }
+    for (pfn, &mfn) in p2m.iter().enumerate() {
+        // SAFETY: a frame just allocated to this domain, in the direct map; scrubbing it
+        // keeps whatever a previous owner left from leaking into this domain.
+        unsafe { core::ptr::write_bytes(phys_to_virt(mfn * PAGE_SIZE), 0, PAGE_SIZE as usize) };
+        super::start::set_m2p(mfn, pfn as u64);
+    }
+    // SAFETY: the shared-info frame belongs to this domain alone, lives as long as the
+    // domain, and is only touched by hv while the domain's vCPUs are not running (one CPU).
+    let shared: &'static mut SharedInfo = unsafe {
+        let p = phys_to_virt(shared_mfn * PAGE_SIZE);
+        core::ptr::write_bytes(p, 0, PAGE_SIZE as usize);
+        &mut *(p as *mut SharedInfo)
+    };
+    for v in shared.vcpu_info.iter_mut() {
+        v.evtchn_upcall_mask = 1;
+    }
+    let flags = if spec.privileged {
+        SIF_PRIVILEGED | SIF_INITDOMAIN
+    } else {
+        0
+    };
+    let slots = hv_l4_slots();
+    let params = BuildParams {
+        domid: id,
+        nr_pages,
+        max_pages,
+        flags,
+        cmdline: spec.cmdline,
+        module: spec.module,
+        shared_info_mfn: Mfn(shared_mfn),
+        store: None,
+        console: None,
+        hv_l4_slots: &slots,
+    };
+    let built = build_pv(&image, &mut BuildMem { p2m: &p2m }, &params)
+        .map_err(|e| fail(format_args!("building: {e}")))?;
+    let mut dom = Domain {
+        id,
+        name: String::from(spec.name),
+        privileged: spec.privileged,
+        state: DomainState::Running,
+        p2m,
+        max_pages,
+        shared_info_mfn: shared_mfn,
+        shared,
+        vcpus: Vec::new(),
+        evtchn: EvtchnTable::new(spec.vcpus),
+        console_line: Vec::new(),
+    };
+    let regs = Regs {
+        rip: built.entry,
+        cs: u64::from(FLAT_KERNEL_CS64),
+        rflags: rflags::IF | rflags::FIXED,
+        rsp: built.stack_top,
+        ss: u64::from(FLAT_KERNEL_SS64),
+        rsi: built.start_info_va,
+        vector: crate::regs::IRET_FRAME,
+        ..Regs::default()
+    };
+    for i in 0..spec.vcpus {
+        let mut v = Vcpu::new(i, regs);
+        if i != 0 {
+            v.state = VcpuState::Down;
+        }
+        dom.vcpus.push(v);
+    }
+    if let Err(e) = super::mmu::adopt_boot_tables(&mut dom, built.l4_mfn.0) {
+        super::mmu::teardown(&mut dom);
+        return Err(fail(format_args!("validating the boot page tables: {e:?}")));
+    }
+    info!(
+        "d{id}: built: {} pages, entry {:#x}, start_info {:#x}, {} page-table frames",
+        nr_pages,
+        built.entry,
+        built.start_info_va,
+        built.pt_frames.end - built.pt_frames.start
+    );
+    RUNTIME.lock().domains.push(dom);
+    Ok(())
+}
+
+/// Runs the domains until none is left, then powers off: cleanly if every domain powered
+/// off and `boot_failures` is 0. Never returns.
+pub fn run(boot_failures: usize) -> ! {
+    let mut rt = RUNTIME.lock();
+    rt.boot_failures = boot_failures;
+    rt.loaded.cr3 = super::paging::root();
+    if rt.domains.is_empty() {
+        drop(rt);
+        info!("no domains to run");
+        power_off(if boot_failures == 0 {
+            Status::Clean
+        } else {
+            Status::Failure
+        });
+    }
+    // SAFETY: `guest_frame` is the frame at the top of the guest-entry stack; nothing else
+    // uses it before the first guest runs.
+    let frame = unsafe { &mut *entry::guest_frame() };
+    schedule(&mut rt, frame, None);
+    deliver_events(&mut rt, frame);
+    load_context(&mut rt, frame);
+    drop(rt);
+    entry::enter_guest()
+}
+
+/// Called by the `syscall` entry: a hypercall from guest kernel mode, or a system call from
+/// guest user mode for the guest kernel.
+pub fn guest_syscall(frame: &mut Regs) {
+    let mut rt = RUNTIME.lock();
+    let Some((d, v)) = rt.current else {
+        power_off(Status::Failure)
+    };
+    let outcome = {
+        let rt = &mut *rt;
+        let dom = &mut rt.domains[d];
+        let mut mem = LiveGuest {
+            kernel_root: dom.vcpus[v].pv.mm.kernel_root(),
+            loaded_cr3: &mut rt.loaded.cr3,
+        };
+        if dom.vcpus[v].pv.kernel_mode {
+            let mut ctx = Ctx {
+                dom,
+                vcpu: v,
+                regs: frame,
+                mem: &mut mem,
+                hw: &mut Machine,
+            };
+            hypercall::dispatch(&mut ctx)
+        } else {
+            let vcpu = &mut dom.vcpus[v];
+            match vcpu
+                .pv
+                .deliver_syscall(frame, &mut dom.shared.vcpu_info[v], &mut mem)
+            {
+                Ok(()) => Outcome::Continue,
+                Err(_) => Outcome::Crash("syscall from user mode with no usable syscall callback"),
+            }
+        }
+    };
+    after(&mut rt, frame, outcome);
+}
+
+/// Called for every exception or interrupt taken while a guest ran.
+pub fn guest_trap(frame: &mut Regs) {
+    let vector = frame.vector;
+    if vector == u64::from(traps::TIMER_VECTOR) {
+        traps::timer_tick();
+        let mut rt = RUNTIME.lock();
+        let now = time::now_ns();
+        sched::update(&mut rt.domains, now);
+        let preempt = match rt.current {
+            Some((d, v)) => {
+                let vcpu = &mut rt.domains[d].vcpus[v];
+                vcpu.slice_left = vcpu.slice_left.saturating_sub(1);
+                vcpu.slice_left == 0
+            }
+            None => true,
+        };
+        let outcome = if preempt {
+            Outcome::Yield
+        } else {
+            Outcome::Continue
+        };
+        after(&mut rt, frame, outcome);
+        return;
+    }
+    match vector {
+        // NMI arrives on its IST stack, not the guest frame: nothing to do but return.
+        2 => return,
+        8 | 18 => traps::fatal_exception(frame),
+        v if v == u64::from(traps::SPURIOUS_VECTOR) => return,
+        v if v >= 32 => {
+            super::apic::eoi();
+            return;
+        }
+        _ => {}
+    }
+    let mut rt = RUNTIME.lock();
+    let outcome = guest_exception(&mut rt, frame, vector as u8);
+    after(&mut rt, frame, outcome);
+}
+
+/// Vectors for which the CPU pushes an error code.
+fn has_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+fn guest_exception(rt: &mut Runtime, frame: &mut Regs, vector: u8) -> Outcome {
+    let Some((d, v)) = rt.current else {
+        return Outcome::Crash("exception with no current vCPU");
+    };
+    let dom = &mut rt.domains[d];
+    let mut mem = LiveGuest {
+        kernel_root: dom.vcpus[v].pv.mm.kernel_root(),
+        loaded_cr3: &mut rt.loaded.cr3,
+    };
+    let kernel = dom.vcpus[v].pv.kernel_mode;
+    let mut error = has_error_code(vector).then_some(frame.error_code);
+    let mut deliver = vector;
+    match vector {
+        14 => {
+            dom.shared.vcpu_info[v].arch.cr2 = cpu::cr2();
+            if kernel {
+                // The guest kernel runs at CPL 3 but must see its faults as supervisor ones.
+                error = error.map(|e| e & !4);
+            }
+        }
+        6 | 13 => {
+            let mut bytes = [0u8; MAX_INSN];
+            let n = (0..=MAX_INSN)
+                .rev()
+                .find(|&n| entry::copy_from_guest(frame.rip, &mut bytes[..n]).is_ok());
+            let bytes = &bytes[..n.unwrap_or(0)];
+            let insn = if vector == 6 {
+                decode_ud(bytes)
+            } else {
+                decode_gp(bytes)
+            };
+            match insn {
+                Some(Insn::Cpuid { len }) => {
+                    let (leaf, sub) = (frame.rax as u32, frame.rcx as u32);
+                    let r = cpu::cpuid(leaf, sub);
+                    let [a, b, c, dd] = pv_cpuid(leaf, [r.eax, r.ebx, r.ecx, r.edx]);
+                    (frame.rax, frame.rbx, frame.rcx, frame.rdx) =
+                        (a.into(), b.into(), c.into(), dd.into());
+                    frame.rip += u64::from(len);
+                    frame.force_iret();
+                    return Outcome::Continue;
+                }
+                Some(Insn::MovFromCr3 { reg, len }) if kernel => {
+                    let cr3 = dom.vcpus[v].pv.active_root().map_or(0, |m| m.paddr());
+                    set_gpr(frame, reg, cr3);
+                    frame.rip += u64::from(len);
+                    frame.force_iret();
+                    return Outcome::Continue;
+                }
+                Some(Insn::Int { vector: n, len }) => {
+                    // Guest kernel mode counts as DPL 1 for the virtual IDT's checks.
+                    let cpl = if kernel { 1 } else { 3 };
+                    if dom.vcpus[v].pv.traps[usize::from(n)].dpl >= cpl {
+                        frame.rip += u64::from(len);
+                        deliver = n;
+                        error = None;
+                    } else {
+                        error = Some((u64::from(n) << 3) | 2);
+                    }
+                }
+                _ => {}
+            }
+        }
+        _ => {}
+    }
+    let vcpu = &mut dom.vcpus[v];
+    match vcpu.pv.deliver_exception(
+        frame,
+        &mut dom.shared.vcpu_info[v],
+        &mut mem,
+        deliver,
+        error,
+    ) {
+        Ok(()) => Outcome::Continue,
+        Err(_) => Outcome::Crash(
+            EXCEPTION_NAMES
+                .get(usize::from(vector))
+                .copied()
+                .unwrap_or("exception"),
+        ),
+    }
+}
+
+const EXCEPTION_NAMES: [&str; 32] = [
+    "unhandled #DE",
+    "unhandled #DB",
+    "unhandled NMI",
+    "unhandled #BP",
+    "unhandled #OF",
+    "unhandled #BR",
+    "unhandled #UD",
+    "unhandled #NM",
+    "double fault",
+    "unhandled vector 9",
+    "unhandled #TS",
+    "unhandled #NP",
+    "unhandled #SS",
+    "unhandled #GP",
+    "unhandled #PF",
+    "unhandled vector 15",
+    "unhandled #MF",
+    "unhandled #AC",
+    "machine check",
+    "unhandled #XM",
+    "unhandled #VE",
+    "unhandled #CP",
+    "unhandled vector 22",
+    "unhandled vector 23",
+    "unhandled vector 24",
+    "unhandled vector 25",
+    "unhandled vector 26",
+    "unhandled vector 27",
+    "unhandled vector 28",
+    "unhandled vector 29",
+    "unhandled vector 30",
+    "unhandled vector 31",
+];
+
+fn set_gpr(r: &mut Regs, reg: u8, value: u64) {
+    let slot = match reg {
+        0 => &mut r.rax,
+        1 => &mut r.rcx,
+        2 => &mut r.rdx,
+        3 => &mut r.rbx,
+        4 => &mut r.rsp,
+        5 => &mut r.rbp,
+        6 => &mut r.rsi,
+        7 => &mut r.rdi,
+        8 => &mut r.r8,
+        9 => &mut r.r9,
+        10 => &mut r.r10,
+        11 => &mut r.r11,
+        12 => &mut r.r12,
+        13 => &mut r.r13,
+        14 => &mut r.r14,
+        _ => &mut r.r15,
+    };
+    *slot = value;
+}
+
+/// Acts on a guest entry's outcome, then prepares the frame for the return to a guest.
+fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
+    let cur = rt.current;
+    match outcome {
+        Outcome::Continue => {}
+        Outcome::Yield => {
+            let now = time::now_ns();
+            sched::update(&mut rt.domains, now);
+            if sched::pick_next(&rt.domains, cur).is_some_and(|n| Some(n) != cur) {
+                schedule(rt, frame, cur);
+            } else if let Some((d, v)) = cur {
+                rt.domains[d].vcpus[v].slice_left = SLICE_TICKS;
+            }
+        }
+        Outcome::Block => schedule(rt, frame, cur),
+        Outcome::Shutdown(reason) => {
+            if let Some((d, _)) = cur {
+                let dom = &mut rt.domains[d];
+                if reason == ShutdownReason::Crash {
+                    crash(dom, frame, "the domain asked to crash");
+                } else {
+                    info!("d{}: shut down ({reason:?})", dom.id);
+                    dom.state = DomainState::Shutdown(reason);
+                    super::mmu::teardown(dom);
+                }
+            }
+            schedule(rt, frame, cur);
+        }
+        Outcome::Crash(why) => {
+            if let Some((d, _)) = cur {
+                crash(&mut rt.domains[d], frame, why);
+            }
+            schedule(rt, frame, cur);
+        }
+    }
+    deliver_events(rt, frame);
+    load_context(rt, frame);
+}
+
+fn crash(dom: &mut Domain, frame: &Regs, why: &str) {
+    error!("d{} ({}) crashed: {why}", dom.id, dom.name);
+    error!(
+        "d{}: rip {:016x} rsp {:016x} rflags {:016x} cs {:04x} ss {:04x}",
+        dom.id, frame.rip, frame.rsp, frame.rflags, frame.cs, frame.ss
+    );
+    error!(
+        "d{}: rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x} rsi {:016x} rdi {:016x}",
+        dom.id, frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi
+    );
+    dom.state = DomainState::Crashed;
+    super::mmu::teardown(dom);
+}
+
+/// Saves the current vCPU (if it still runs), picks the next one, idling until one is
+/// runnable, and loads it into `frame`. Powers off when no domain is left.
+fn schedule(rt: &mut Runtime, frame: &mut Regs, current: Option<VcpuRef>) {
+    if let Some((d, v)) = current {
+        let vcpu = &mut rt.domains[d].vcpus[v];
+        vcpu.regs = *frame;
+        fpu_save(&mut vcpu.fpu);
+    }
+    rt.current = None;
+    let next = loop {
+        let now = time::now_ns();
+        sched::update(&mut rt.domains, now);
+        if let Some(n) = sched::pick_next(&rt.domains, current) {
+            break n;
+        }
+        if !rt.domains.iter().any(|d| d.is_alive()) {
+            finish(rt);
+        }
+        // Nothing runnable: wait for the tick (or another interrupt) with interrupts on.
+        cpu::enable_and_halt();
+        x86_64::instructions::interrupts::disable();
+    };
+    let (d, v) = next;
+    let dom = &mut rt.domains[d];
+    let vcpu = &mut dom.vcpus[v];
+    vcpu.slice_left = SLICE_TICKS;
+    *frame = vcpu.regs;
+    fpu_restore(&vcpu.fpu);
+    rt.loaded.ts = false;
+    update_time(dom.shared, v);
+    rt.current = Some(next);
+}
+
+/// Every domain has stopped: report and power off.
+fn finish(rt: &Runtime) -> ! {
+    let clean = rt.boot_failures == 0
+        && rt
+            .domains
+            .iter()
+            .all(|d| d.state == DomainState::Shutdown(ShutdownReason::Poweroff));
+    for d in &rt.domains {
+        info!("d{} ({}): {:?}", d.id, d.name, d.state);
+    }
+    power_off(if clean {
+        Status::Clean
+    } else {
+        Status::Failure
+    })
+}
+
+/// Delivers a pending event upcall to the current vCPU if it can take one.
+fn deliver_events(rt: &mut Runtime, frame: &mut Regs) {
+    let Some((d, v)) = rt.current else { return };
+    let dom = &mut rt.domains[d];
+    let info = &mut dom.shared.vcpu_info[v];
+    if info.evtchn_upcall_pending == 0 || info.evtchn_upcall_mask != 0 {
+        return;
+    }
+    let vcpu = &mut dom.vcpus[v];
+    let cb = vcpu.pv.event_callback;
+    if cb.address == 0 {
+        return;
+    }
+    let mut mem = LiveGuest {
+        kernel_root: vcpu.pv.mm.kernel_root(),
+        loaded_cr3: &mut rt.loaded.cr3,
+    };
+    if vcpu
+        .pv
+        .bounce(frame, info, &mut mem, cb.address, None, true)
+        .is_err()
+    {
+        warn!("d{}: cannot deliver an event upcall", dom.id);
+        crash(dom, frame, "event upcall frame not writable");
+        schedule(rt, frame, Some((d, v)));
+    }
+}
+
+/// Loads CR3, FS/GS bases, CR0.TS and the GDT frames for the current vCPU's mode, where
+/// they changed.
+fn load_context(rt: &mut Runtime, frame: &mut Regs) {
+    let Some((d, v)) = rt.current else { return };
+    let pv = &rt.domains[d].vcpus[v].pv;
+    let Some(root) = pv.active_root() else {
+        let cur = rt.current;
+        crash(
+            &mut rt.domains[d],
+            frame,
+            "no page-table root for the current mode",
+        );
+        schedule(rt, frame, cur);
+        return load_context(rt, frame);
+    };
+    let mut gdt = [0u64; FIRST_RESERVED_GDT_PAGE];
+    let frames = pv.mm.gdt_frames();
+    for (slot, m) in gdt.iter_mut().zip(frames) {
+        *slot = m.0;
+    }
+    let want = Loaded {
+        cr3: root.paddr(),
+        gs: pv.active_gs_base(),
+        fs: pv.fs_base,
+        ts: pv.cr0_ts,
+        gdt,
+        gdt_len: frames.len(),
+    };
+    let have = rt.loaded;
+    if (want.gdt, want.gdt_len) != (have.gdt, have.gdt_len) {
+        if let Err(e) = super::gdt::show_guest_frames(&want.gdt[..want.gdt_len]) {
+            error!("cannot map the guest GDT: {e:?}");
+            power_off(Status::Failure);
+        }
+    }
+    if want.cr3 != have.cr3 {
+        load_cr3(want.cr3);
+    }
+    if want.gs != have.gs {
+        entry::set_guest_gs_base(want.gs);
+    }
+    if want.fs != have.fs {
+        x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(want.fs));
+    }
+    if want.ts != have.ts {
+        // SAFETY: CR0.TS only makes the guest's next FPU instruction raise #NM (delivered to
+        // it); hv itself uses no FPU or SSE instructions.
+        unsafe {
+            x86_64::registers::control::Cr0::update(|c| {
+                c.set(x86_64::registers::control::Cr0Flags::TASK_SWITCHED, want.ts)
+            })
+        };
+    }
+    rt.loaded = want;
+}
+
+/// Updates a vCPU's `vcpu_time_info` (Xen's version protocol: odd while changing).
+fn update_time(shared: &mut SharedInfo, vcpu: usize) {
+    let Some(info) = shared.vcpu_info.get_mut(vcpu) else {
+        return;
+    };
+    let scale = time::scale();
+    let t = &mut info.time;
+    t.version = t.version.wrapping_add(1);
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    t.tsc_timestamp = rdtsc();
+    t.system_time = time::ns_at(t.tsc_timestamp);
+    t.tsc_to_system_mul = scale.mul;
+    t.tsc_shift = scale.shift;
+    core::sync::atomic::fence(core::sync::atomic::Ordering::SeqCst);
+    t.version = t.version.wrapping_add(1);
+}
+
+fn fpu_save(state: &mut FpuState) {
+    let was_ts = x86_64::registers::control::Cr0::read()
+        .contains(x86_64::registers::control::Cr0Flags::TASK_SWITCHED);
+    // SAFETY: CLTS only allows FPU instructions; the area is 512 bytes, 16-byte aligned.
+    unsafe {
+        core::arch::asm!("clts", options(nostack));
+        core::arch::asm!("fxsave64 [{}]", in(reg) state.0.as_mut_ptr(), options(nostack));
+    }
+    if was_ts {
+        // SAFETY: restores the guest's CR0.TS as it was.
+        unsafe {
+            x86_64::registers::control::Cr0::update(|c| {
+                c.insert(x86_64::registers::control::Cr0Flags::TASK_SWITCHED)
+            })
+        };
+    }
+}
+
+fn fpu_restore(state: &FpuState) {
+    // SAFETY: the area holds an FXSAVE image (hv's default, or one FXSAVE wrote) with
+    // reserved MXCSR bits clear; CLTS only allows FPU instructions (`load_context` sets
+    // CR0.TS again for a guest that wants it).
+    unsafe {
+        core::arch::asm!("clts", options(nostack));
+        core::arch::asm!("fxrstor64 [{}]", in(reg) state.0.as_ptr(), options(nostack));
+    }
+}
+
+/// Builds every domain in the bundle; returns how many failed.
+pub fn build_all(specs: &[(u16, DomainSpec<'_>)]) -> usize {
+    let mut failed = 0;
+    for (id, spec) in specs {
+        if let Err(BuildFailure(why)) = build_domain(*id, spec) {
+            error!("d{id} ({}) not built: {why}", spec.name);
+            failed += 1;
+        }
+    }
+    failed
+}
