@@ -38,6 +38,8 @@ struct Runtime {
     domains: Vec<Domain>,
     /// Domains that could not be built or were skipped: the run cannot end clean.
     boot_failures: usize,
+    /// Free frames before the first domain was built (every frame must come back).
+    free_before: u64,
     current: Option<VcpuRef>,
     /// CR3, GS base, FS base and CR0.TS as loaded, to skip redundant reloads.
     loaded: Loaded,
@@ -57,6 +59,7 @@ struct Loaded {
 static RUNTIME: Mutex<Runtime> = Mutex::new(Runtime {
     domains: Vec::new(),
     boot_failures: 0,
+    free_before: 0,
     current: None,
     loaded: Loaded {
         cr3: 0,
@@ -314,6 +317,7 @@ pub fn run(boot_failures: usize) -> ! {
     // uses it before the first guest runs.
     let frame = unsafe { &mut *entry::guest_frame() };
     schedule(&mut rt, frame, None);
+    load_context(&mut rt, frame);
     deliver_events(&mut rt, frame);
     load_context(&mut rt, frame);
     drop(rt);
@@ -577,6 +581,9 @@ fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
             schedule(rt, frame, cur);
         }
     }
+    // The vCPU's address space must be live before an upcall frame is written to its stack
+    // (after a switch, CR3 still holds the previous vCPU's); the upcall may change its mode.
+    load_context(rt, frame);
     deliver_events(rt, frame);
     load_context(rt, frame);
 }
@@ -637,6 +644,18 @@ fn finish(rt: &Runtime) -> ! {
             .all(|d| d.state == DomainState::Shutdown(ShutdownReason::Poweroff));
     for d in &rt.domains {
         info!("d{} ({}): {:?}", d.id, d.name, d.state);
+    }
+    let after = free_frames();
+    info!(
+        "Frames free: {} before the domains were built, {after} after they were torn down",
+        rt.free_before
+    );
+    if after != rt.free_before {
+        error!(
+            "{} frames were not returned",
+            rt.free_before.abs_diff(after)
+        );
+        power_off(Status::Failure);
     }
     power_off(if clean {
         Status::Clean
@@ -774,8 +793,16 @@ fn fpu_restore(state: &FpuState) {
     }
 }
 
+fn free_frames() -> u64 {
+    super::start::FRAMES
+        .lock()
+        .as_ref()
+        .map_or(0, |f| f.free_frames())
+}
+
 /// Builds every domain in the bundle; returns how many failed.
 pub fn build_all(specs: &[(u16, DomainSpec<'_>)]) -> usize {
+    RUNTIME.lock().free_before = free_frames();
     let mut failed = 0;
     for (id, spec) in specs {
         if let Err(BuildFailure(why)) = build_domain(*id, spec) {
