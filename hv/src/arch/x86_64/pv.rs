@@ -75,21 +75,47 @@ static RUNTIME: Mutex<Runtime> = Mutex::new(Runtime {
 struct LiveGuest<'a> {
     /// The vCPU's kernel root, for a switch from user mode.
     kernel_root: Option<Mfn>,
+    /// The root accesses must go through (the vCPU's current mode's).
+    expected_cr3: u64,
     /// CR3 as loaded (kept true when a switch reloads it).
     loaded_cr3: &'a mut u64,
 }
 
+impl<'a> LiveGuest<'a> {
+    fn new(pv: &crate::pv::vcpu::PvVcpu, loaded_cr3: &'a mut u64) -> Self {
+        let expected_cr3 = pv.active_root().map_or(u64::MAX, |m| m.paddr());
+        LiveGuest {
+            kernel_root: pv.mm.kernel_root(),
+            expected_cr3,
+            loaded_cr3,
+        }
+    }
+
+    /// Refuses any access unless the vCPU's own address space is the live one, so a slip in
+    /// the order of a context switch can never touch another domain's memory.
+    fn live(&self) -> Result<(), guest_access::Fault> {
+        if *self.loaded_cr3 == self.expected_cr3 {
+            Ok(())
+        } else {
+            Err(guest_access::Fault)
+        }
+    }
+}
+
 impl GuestMem for LiveGuest<'_> {
     fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), guest_access::Fault> {
+        self.live()?;
         entry::copy_from_guest(gva, buf).map_err(|Fault| guest_access::Fault)
     }
     fn write(&mut self, gva: u64, buf: &[u8]) -> Result<(), guest_access::Fault> {
+        self.live()?;
         entry::copy_to_guest(gva, buf).map_err(|Fault| guest_access::Fault)
     }
     fn switch_to_kernel(&mut self) {
         if let Some(root) = self.kernel_root {
             load_cr3(root.paddr());
             *self.loaded_cr3 = root.paddr();
+            self.expected_cr3 = root.paddr();
         }
     }
 }
@@ -334,10 +360,7 @@ pub fn guest_syscall(frame: &mut Regs) {
     let outcome = {
         let rt = &mut *rt;
         let dom = &mut rt.domains[d];
-        let mut mem = LiveGuest {
-            kernel_root: dom.vcpus[v].pv.mm.kernel_root(),
-            loaded_cr3: &mut rt.loaded.cr3,
-        };
+        let mut mem = LiveGuest::new(&dom.vcpus[v].pv, &mut rt.loaded.cr3);
         if dom.vcpus[v].pv.kernel_mode {
             let mut ctx = Ctx {
                 dom,
@@ -411,10 +434,7 @@ fn guest_exception(rt: &mut Runtime, frame: &mut Regs, vector: u8) -> Outcome {
         return Outcome::Crash("exception with no current vCPU");
     };
     let dom = &mut rt.domains[d];
-    let mut mem = LiveGuest {
-        kernel_root: dom.vcpus[v].pv.mm.kernel_root(),
-        loaded_cr3: &mut rt.loaded.cr3,
-    };
+    let mut mem = LiveGuest::new(&dom.vcpus[v].pv, &mut rt.loaded.cr3);
     let kernel = dom.vcpus[v].pv.kernel_mode;
     let mut error = has_error_code(vector).then_some(frame.error_code);
     let mut deliver = vector;
@@ -677,10 +697,7 @@ fn deliver_events(rt: &mut Runtime, frame: &mut Regs) {
     if cb.address == 0 {
         return;
     }
-    let mut mem = LiveGuest {
-        kernel_root: vcpu.pv.mm.kernel_root(),
-        loaded_cr3: &mut rt.loaded.cr3,
-    };
+    let mut mem = LiveGuest::new(&vcpu.pv, &mut rt.loaded.cr3);
     if vcpu
         .pv
         .bounce(frame, info, &mut mem, cb.address, None, true)
