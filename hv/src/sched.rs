@@ -103,6 +103,7 @@ mod tests {
             privileged: false,
             state: DomainState::Running,
             p2m: alloc::vec::Vec::new(),
+            tot_pages: 0,
             max_pages: 0,
             shared_info_mfn: 0,
             shared: Box::leak(Box::new(SharedInfo::default())),

@@ -110,8 +110,10 @@ pub struct Domain {
     pub privileged: bool,
     /// State.
     pub state: DomainState,
-    /// Guest frame number to machine frame number.
+    /// Guest frame number to machine frame number ([`INVALID_MFN`] in holes).
     pub p2m: Vec<u64>,
+    /// Pages the domain holds (its reservation).
+    pub tot_pages: u64,
     /// Reservation limit in pages.
     pub max_pages: u64,
     /// Machine frame of the shared-info page.
@@ -125,6 +127,9 @@ pub struct Domain {
     /// Console output not yet ended by a newline.
     pub console_line: Vec<u8>,
 }
+
+/// A p2m entry with no frame behind it.
+pub const INVALID_MFN: u64 = u64::MAX;
 
 /// Longest console line kept before it is printed anyway.
 pub const CONSOLE_LINE_MAX: usize = 256;

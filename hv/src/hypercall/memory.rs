@@ -1,6 +1,7 @@
 //! `memory_op`: what a guest may ask about its own memory.
 
 use super::{Ctx, HcResult};
+use crate::domain::state::INVALID_MFN;
 use crate::mm::guest_access::{read_obj, write_obj};
 use hypercall_abi::errno::Errno;
 use hypercall_abi::memory::MemoryOp;
@@ -14,6 +15,8 @@ pub(super) fn memory_op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
         return Err(Errno::ENOSYS);
     };
     match op {
+        MemoryOp::PopulatePhysmap | MemoryOp::IncreaseReservation => populate(ctx, arg, op),
+        MemoryOp::DecreaseReservation => decrease(ctx, arg),
         MemoryOp::CurrentReservation | MemoryOp::MaximumReservation => {
             let domid: u16 = read_obj::<[u8; 2]>(ctx.mem, arg).map(u16::from_le_bytes)?;
             if domid != DOMID_SELF && domid != ctx.dom.id {
@@ -24,7 +27,7 @@ pub(super) fn memory_op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
                 });
             }
             let pages = if op == MemoryOp::CurrentReservation {
-                ctx.dom.p2m.len() as u64
+                ctx.dom.tot_pages
             } else {
                 ctx.dom.max_pages
             };
@@ -50,6 +53,98 @@ pub(super) fn memory_op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
         }
         _ => Err(Errno::ENOSYS),
     }
+}
+
+/// Largest extent a domain may ask for (2 MiB, Xen's default for unprivileged domains).
+const MAX_EXTENT_ORDER: u32 = 9;
+/// Most extents one call handles (hv has no hypercall continuations; the guest repeats).
+const MAX_EXTENTS: u64 = 1 << 16;
+
+/// The fixed part of `struct xen_memory_reservation`: extent list, count, order, domain.
+fn reservation(ctx: &mut Ctx<'_>, arg: u64) -> Result<(u64, u64, u32), Errno> {
+    // extent_start, nr_extents, (extent_order, mem_flags), (domid, pad).
+    let [list, nr, order_flags, domid] = read_obj::<[u64; 4]>(ctx.mem, arg)?;
+    let domid = domid as u16;
+    if domid != DOMID_SELF && domid != ctx.dom.id {
+        return Err(if ctx.dom.privileged {
+            Errno::ESRCH
+        } else {
+            Errno::EPERM
+        });
+    }
+    Ok((list, nr.min(MAX_EXTENTS), order_flags as u32))
+}
+
+/// `XENMEM_populate_physmap` / `increase_reservation`: allocates extents of `2^order` frames
+/// up to the domain's `max_pages`. For populate, each list entry names the guest frame to
+/// fill; a PV guest gets the machine frame written back (it keeps its own p2m). Returns how
+/// many extents were done (fewer when memory or the limit runs out, as on Xen).
+fn populate(ctx: &mut Ctx<'_>, arg: u64, op: MemoryOp) -> HcResult {
+    let (list, nr, order) = reservation(ctx, arg)?;
+    if order > MAX_EXTENT_ORDER {
+        return Ok(0);
+    }
+    let n = 1u64 << order;
+    for i in 0..nr {
+        let at = list.checked_add(i * 8).ok_or(Errno::EFAULT)?;
+        let gpfn = if op == MemoryOp::PopulatePhysmap {
+            read_obj::<u64>(ctx.mem, at)?
+        } else {
+            0
+        };
+        let Some(end) = gpfn.checked_add(n) else {
+            return Ok(i as i64);
+        };
+        if (op == MemoryOp::PopulatePhysmap && end > ctx.dom.max_pages)
+            || ctx.dom.tot_pages + n > ctx.dom.max_pages
+        {
+            return Ok(i as i64);
+        }
+        let Some(mfn) = ctx.hw.alloc_frames(ctx.dom.id, order) else {
+            return Ok(i as i64);
+        };
+        ctx.dom.tot_pages += n;
+        if op == MemoryOp::PopulatePhysmap {
+            if ctx.dom.p2m.len() < end as usize {
+                ctx.dom.p2m.resize(end as usize, INVALID_MFN);
+            }
+            for j in 0..n {
+                ctx.dom.p2m[(gpfn + j) as usize] = mfn + j;
+                ctx.hw.set_m2p(mfn + j, gpfn + j);
+            }
+        }
+        write_obj(ctx.mem, at, &mfn)?;
+    }
+    Ok(nr as i64)
+}
+
+/// `XENMEM_decrease_reservation` (ballooning): the guest gives back extents, named (PV) by
+/// machine frame. A frame that is not the domain's, or is still mapped or typed, stops the
+/// call; the count done is returned.
+fn decrease(ctx: &mut Ctx<'_>, arg: u64) -> HcResult {
+    let (list, nr, order) = reservation(ctx, arg)?;
+    if order > MAX_EXTENT_ORDER {
+        return Ok(0);
+    }
+    for i in 0..nr {
+        let at = list.checked_add(i * 8).ok_or(Errno::EFAULT)?;
+        let first = read_obj::<u64>(ctx.mem, at)?;
+        for j in 0..1u64 << order {
+            let Some(mfn) = first.checked_add(j) else {
+                return Ok(i as i64);
+            };
+            let pfn = ctx.hw.m2p(mfn);
+            if !ctx.hw.release_frame(ctx.dom.id, mfn) {
+                return Ok(i as i64);
+            }
+            ctx.dom.tot_pages -= 1;
+            if let Some(slot) = ctx.dom.p2m.get_mut(pfn as usize).filter(|s| **s == mfn) {
+                *slot = INVALID_MFN;
+            }
+            ctx.hw.set_m2p(mfn, INVALID_MFN);
+        }
+    }
+    Ok(nr as i64)
 }
 
 /// Fills a `struct xen_memory_map` (nr_entries: IN capacity, OUT count; buffer handle) with
@@ -79,6 +174,7 @@ fn write_map(ctx: &mut Ctx<'_>, arg: u64, map: &[(u64, u64, u32)]) -> HcResult {
 #[cfg(test)]
 mod tests {
     use super::super::testing::{World, MEM_BASE};
+    use crate::domain::state::INVALID_MFN;
     use crate::mm::guest_access::{read_obj, write_obj};
 
     const MEMORY_OP: u64 = 12;
@@ -94,6 +190,47 @@ mod tests {
         assert_eq!(w.call(MEMORY_OP, &[2, 0]).1, 0x2_0000);
         assert_eq!(w.call(MEMORY_OP, &[3, 0]).1, -14);
         assert_eq!(w.call(MEMORY_OP, &[99, 0]).1, -38);
+    }
+
+    #[test]
+    fn populate_then_decrease() {
+        let mut w = World::new();
+        // Reservation: list at +0x100, 2 extents of order 0, domid self.
+        write_obj(&mut w.mem, MEM_BASE, &[MEM_BASE + 0x100, 2, 0, 0x7ff0]).unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 0x100, &[300u64, 301]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[6, MEM_BASE]).1, 2);
+        let [a, b]: [u64; 2] = read_obj(&mut w.mem, MEM_BASE + 0x100).unwrap();
+        assert_eq!(
+            (w.dom.p2m[300], w.dom.p2m[301]),
+            (a, b),
+            "machine frames written back"
+        );
+        assert_eq!(w.dom.tot_pages, 258);
+        assert_eq!(w.hw.m2p[&a], 300);
+        assert_eq!(w.call(MEMORY_OP, &[1, MEM_BASE]).1, 2, "give both back");
+        assert_eq!(w.dom.tot_pages, 256);
+        assert_eq!(w.dom.p2m[300], INVALID_MFN);
+        assert!(!w.hw.owned.contains_key(&a));
+    }
+
+    #[test]
+    fn reservation_limits_and_refusals() {
+        let mut w = World::new();
+        w.dom.max_pages = 257;
+        write_obj(&mut w.mem, MEM_BASE, &[MEM_BASE + 0x100, 3, 0, 0x7ff0]).unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 0x100, &[100u64, 101, 102]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[6, MEM_BASE]).1, 1, "stops at max_pages");
+        write_obj(&mut w.mem, MEM_BASE, &[MEM_BASE + 0x100, 1, 10, 0x7ff0]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[6, MEM_BASE]).1, 0, "order too large");
+        write_obj(&mut w.mem, MEM_BASE, &[MEM_BASE + 0x100, 1, 0, 5]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[6, MEM_BASE]).1, -1, "another domain");
+        // Giving back a frame it does not own, or one still in use, stops at once.
+        w.hw.busy.insert(0x1001);
+        write_obj(&mut w.mem, MEM_BASE, &[MEM_BASE + 0x100, 2, 0, 0x7ff0]).unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 0x100, &[0x1000u64, 0x1001]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[1, MEM_BASE]).1, 1);
+        write_obj(&mut w.mem, MEM_BASE + 0x100, &[0x9999_9999u64]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[1, MEM_BASE]).1, 0);
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub trait Platform {
     fn max_mfn(&self) -> u64;
     /// The machine's memory map as the firmware gave it: (start, length, E820 type).
     fn machine_memory_map(&self) -> alloc::vec::Vec<(u64, u64, u32)>;
+    /// Allocates `2^order` scrubbed, contiguous frames to domain `domid`; the first one.
+    fn alloc_frames(&mut self, domid: DomId, order: u32) -> Option<u64>;
+    /// Takes frame `mfn` back from domain `domid` if it owns it and nothing references it.
+    fn release_frame(&mut self, domid: DomId, mfn: u64) -> bool;
+    /// The machine-to-phys entry of `mfn`.
+    fn m2p(&self, mfn: u64) -> u64;
+    /// Sets the machine-to-phys entry of `mfn`.
+    fn set_m2p(&mut self, mfn: u64, pfn: u64);
     /// Page-table and descriptor-table operations (`mmu_update`, `update_va_mapping`,
     /// `mmuext_op`, `set_gdt`), which need the frame table and physical memory.
     fn mmu(
@@ -251,6 +259,13 @@ pub(crate) mod testing {
         pub now: u64,
         pub lines: Vec<(DomId, Vec<u8>)>,
         pub input: Vec<u8>,
+        /// Frames left to allocate, the next one, and who owns what.
+        pub free: u64,
+        pub next_mfn: u64,
+        pub owned: std::collections::BTreeMap<u64, DomId>,
+        /// Frames still referenced (cannot be released).
+        pub busy: std::collections::BTreeSet<u64>,
+        pub m2p: std::collections::BTreeMap<u64, u64>,
     }
 
     impl Platform for FakePlatform {
@@ -279,6 +294,34 @@ pub(crate) mod testing {
         fn mmu(&mut self, _: &mut Domain, _: usize, _: MmuCall, _: &mut dyn GuestMem) -> HcResult {
             Err(Errno::ENOSYS)
         }
+        fn alloc_frames(&mut self, domid: DomId, order: u32) -> Option<u64> {
+            let n = 1u64 << order;
+            if self.free < n {
+                return None;
+            }
+            self.free -= n;
+            let mfn = self.next_mfn;
+            self.next_mfn += n;
+            for m in mfn..mfn + n {
+                self.owned.insert(m, domid);
+            }
+            Some(mfn)
+        }
+        fn release_frame(&mut self, domid: DomId, mfn: u64) -> bool {
+            if self.owned.get(&mfn) == Some(&domid) && !self.busy.contains(&mfn) {
+                self.owned.remove(&mfn);
+                self.free += 1;
+                true
+            } else {
+                false
+            }
+        }
+        fn m2p(&self, mfn: u64) -> u64 {
+            self.m2p.get(&mfn).copied().unwrap_or(u64::MAX)
+        }
+        fn set_m2p(&mut self, mfn: u64, pfn: u64) {
+            self.m2p.insert(mfn, pfn);
+        }
     }
 
     pub struct World {
@@ -296,6 +339,7 @@ pub(crate) mod testing {
                 privileged: false,
                 state: DomainState::Running,
                 p2m: (0..256).map(|i| 0x1000 + i).collect(),
+                tot_pages: 256,
                 max_pages: 512,
                 shared_info_mfn: 0x999,
                 shared: Box::leak(Box::new(SharedInfo::default())),
@@ -311,6 +355,11 @@ pub(crate) mod testing {
                     now: 1_000_000,
                     lines: Vec::new(),
                     input: Vec::new(),
+                    free: 64,
+                    next_mfn: 0x8_0000,
+                    owned: (0x1000..0x1100).map(|m| (m, 1)).collect(),
+                    busy: Default::default(),
+                    m2p: (0..256).map(|i| (0x1000 + i, i)).collect(),
                 },
             }
         }

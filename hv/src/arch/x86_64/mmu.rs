@@ -8,7 +8,7 @@ use crate::domain::state::Domain;
 use crate::hypercall::MmuCall;
 use crate::mm::guest_access::{read_obj, write_obj, GuestMem};
 use crate::mm::pv::{FlushAction, MmuextEffect, PageMemory, PvError, PvMm};
-use crate::mm::Mfn;
+use crate::mm::{Mfn, Owner};
 use alloc::vec::Vec;
 use hypercall_abi::errno::Errno;
 use hypercall_abi::xen::{MmuUpdate, MmuextOp, DOMID_SELF, FIRST_RESERVED_GDT_PAGE};
@@ -214,17 +214,39 @@ pub fn adopt_boot_tables(dom: &mut Domain, l4: u64) -> Result<(), PvError> {
     pm.new_domain_root(dom.id, &mut vcpu.pv.mm, Mfn(l4))
 }
 
-/// Releases everything a stopped domain holds: types, pins, references, and then its frames.
+/// Every frame the frame table says domain `domid` owns.
+fn owned_frames(frames: &crate::mm::FrameAllocator<'_>, domid: DomId) -> Vec<Mfn> {
+    let table = frames.table();
+    (table.base_mfn().0..table.end_mfn().0)
+        .map(Mfn)
+        .filter(|&m| {
+            table
+                .get(m)
+                .is_some_and(|p| p.owner() == Owner::Domain(domid))
+        })
+        .collect()
+}
+
+/// Takes frame `mfn` back from domain `domid` (ballooning): only a frame it owns that has
+/// no type and no references (not mapped anywhere) is freed.
+pub fn release_frame(domid: DomId, mfn: Mfn) -> bool {
+    let mut guard = FRAMES.lock();
+    let Some(frames) = guard.as_mut() else {
+        return false;
+    };
+    let free = frames.table().get(mfn).is_some_and(|p| {
+        p.owner() == Owner::Domain(domid) && p.type_count() == 0 && p.ref_count() == 0
+    });
+    free && frames.free(mfn, 0).is_ok()
+}
+
+/// Releases everything a stopped domain holds: types, pins, references, and then every frame
+/// it owns (found in the frame table, so none is missed however the domain used its p2m).
 /// Frames that cannot be released (still mapped elsewhere) are reported and kept.
 pub fn teardown(dom: &mut Domain) {
     let mut guard = FRAMES.lock();
     let Some(frames) = guard.as_mut() else { return };
-    let mfns: Vec<Mfn> = dom
-        .p2m
-        .iter()
-        .map(|&m| Mfn(m))
-        .chain(core::iter::once(Mfn(dom.shared_info_mfn)))
-        .collect();
+    let mfns = owned_frames(frames, dom.id);
     let mut vmms: Vec<_> = dom.vcpus.iter().map(|v| v.pv.mm).collect();
     {
         let mut direct = DirectMem;
@@ -245,6 +267,7 @@ pub fn teardown(dom: &mut Domain) {
         }
     }
     dom.p2m.clear();
+    dom.tot_pages = 0;
     log::info!(
         "d{}: released {freed} of {} frames; {} frames free",
         dom.id,

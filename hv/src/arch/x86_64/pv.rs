@@ -167,6 +167,28 @@ impl Platform for Machine {
     ) -> Result<i64, Errno> {
         super::mmu::hypercall(dom, vcpu, call, mem)
     }
+    fn alloc_frames(&mut self, domid: u16, order: u32) -> Option<u64> {
+        let mfn = super::start::FRAMES
+            .lock()
+            .as_mut()?
+            .alloc(order, Owner::Domain(domid))
+            .ok()?;
+        // SAFETY: the block was just allocated to the domain and is in the direct map;
+        // scrubbing it keeps a previous owner's data from leaking.
+        unsafe {
+            core::ptr::write_bytes(phys_to_virt(mfn.paddr()), 0, (PAGE_SIZE << order) as usize)
+        };
+        Some(mfn.0)
+    }
+    fn release_frame(&mut self, domid: u16, mfn: u64) -> bool {
+        super::mmu::release_frame(domid, Mfn(mfn))
+    }
+    fn m2p(&self, mfn: u64) -> u64 {
+        super::start::m2p(mfn)
+    }
+    fn set_m2p(&mut self, mfn: u64, pfn: u64) {
+        super::start::set_m2p(mfn, pfn);
+    }
 }
 
 /// Guest memory being built, through the direct map.
@@ -285,6 +307,7 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
         privileged: spec.privileged,
         state: DomainState::Running,
         p2m,
+        tot_pages: nr_pages,
         max_pages,
         shared_info_mfn: shared_mfn,
         shared,

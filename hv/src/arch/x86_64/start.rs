@@ -391,6 +391,19 @@ pub fn set_m2p(mfn: u64, pfn: u64) {
     };
 }
 
+/// The M2P entry of `mfn` (all ones where none).
+pub fn m2p(mfn: u64) -> u64 {
+    if mfn >= MAX_MFN.load(Ordering::Relaxed) {
+        return u64::MAX;
+    }
+    // SAFETY: the M2P has an 8-byte entry for every frame below MAX_MFN, in the direct map.
+    unsafe {
+        (phys_to_virt(M2P.load(Ordering::Relaxed)) as *const u64)
+            .add(mfn as usize)
+            .read_volatile()
+    }
+}
+
 /// Allocates a page-table frame from the frame allocator (after boot).
 fn pt_frame() -> Option<u64> {
     FRAMES
