@@ -128,6 +128,43 @@ pub struct Domain {
     pub console_line: Vec<u8>,
 }
 
+/// The other domains, as a hypercall from one domain sees them (split borrows of the domain
+/// list around the caller).
+pub struct Peers<'a> {
+    before: &'a mut [Domain],
+    after: &'a mut [Domain],
+}
+
+impl<'a> Peers<'a> {
+    /// Splits `domains` into the one at `index` and the rest.
+    pub fn split(domains: &'a mut [Domain], index: usize) -> Option<(&'a mut Domain, Peers<'a>)> {
+        let (before, rest) = domains.split_at_mut(index);
+        let (dom, after) = rest.split_first_mut()?;
+        Some((dom, Peers { before, after }))
+    }
+
+    /// The domains in `others`.
+    pub fn new(others: &'a mut [Domain]) -> Self {
+        Peers {
+            before: others,
+            after: &mut [],
+        }
+    }
+
+    /// The live domain with id `id`.
+    pub fn get_mut(&mut self, id: DomId) -> Option<&mut Domain> {
+        self.before
+            .iter_mut()
+            .chain(self.after.iter_mut())
+            .find(|d| d.id == id && d.is_alive())
+    }
+
+    /// Every other domain.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Domain> {
+        self.before.iter_mut().chain(self.after.iter_mut())
+    }
+}
+
 /// A p2m entry with no frame behind it.
 pub const INVALID_MFN: u64 = u64::MAX;
 

@@ -142,6 +142,22 @@ impl EvtchnTable {
         self.alloc(Channel::Ipi, vcpu)
     }
 
+    /// The local half of `EVTCHNOP_bind_interdomain`: a new port connected to `remote`'s
+    /// `remote_port` (the caller checked that port was allocated for this domain).
+    pub fn bind_interdomain(
+        &mut self,
+        remote: DomId,
+        remote_port: u32,
+    ) -> Result<u32, EvtchnError> {
+        self.alloc(
+            Channel::Interdomain {
+                remote,
+                remote_port,
+            },
+            0,
+        )
+    }
+
     /// `EVTCHNOP_alloc_unbound` (the local half).
     pub fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, EvtchnError> {
         self.alloc(Channel::Unbound { remote }, 0)

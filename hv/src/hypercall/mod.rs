@@ -7,7 +7,7 @@
 //! shutdown, `iret`) say so with an [`Outcome`].
 
 mod console;
-mod event;
+pub mod event;
 mod memory;
 mod multicall;
 mod sched;
@@ -15,7 +15,7 @@ mod traps;
 mod vcpu;
 mod version;
 
-use crate::domain::state::Domain;
+use crate::domain::state::{Domain, Peers};
 use crate::mm::guest_access::{Fault, GuestMem};
 use crate::regs::Regs;
 use hypercall_abi::errno::Errno;
@@ -124,6 +124,8 @@ pub struct Ctx<'a> {
     pub mem: &'a mut dyn GuestMem,
     /// Machine services.
     pub hw: &'a mut dyn Platform,
+    /// The other domains.
+    pub peers: Peers<'a>,
 }
 
 /// A handler's result: a value for RAX, or a Xen errno.
@@ -326,29 +328,36 @@ pub(crate) mod testing {
 
     pub struct World {
         pub dom: Domain,
+        /// Other domains: ids 2 and 3.
+        pub peers: Vec<Domain>,
         pub regs: Regs,
         pub mem: FakeGuestMem,
         pub hw: FakePlatform,
     }
 
+    /// A running domain `id` with one vCPU and 256 pages at machine frames 0x1000 + pfn.
+    pub fn domain(id: DomId) -> Domain {
+        Domain {
+            id,
+            name: String::from("test"),
+            privileged: false,
+            state: DomainState::Running,
+            p2m: (0..256).map(|i| 0x1000 + i).collect(),
+            tot_pages: 256,
+            max_pages: 512,
+            shared_info_mfn: 0x999,
+            shared: Box::leak(Box::new(SharedInfo::default())),
+            vcpus: alloc::vec![Vcpu::new(0, Regs::default())],
+            evtchn: EvtchnTable::new(1),
+            console_line: Vec::new(),
+        }
+    }
+
     impl World {
         pub fn new() -> Self {
-            let dom = Domain {
-                id: 1,
-                name: String::from("test"),
-                privileged: false,
-                state: DomainState::Running,
-                p2m: (0..256).map(|i| 0x1000 + i).collect(),
-                tot_pages: 256,
-                max_pages: 512,
-                shared_info_mfn: 0x999,
-                shared: Box::leak(Box::new(SharedInfo::default())),
-                vcpus: alloc::vec![Vcpu::new(0, Regs::default())],
-                evtchn: EvtchnTable::new(1),
-                console_line: Vec::new(),
-            };
             World {
-                dom,
+                dom: domain(1),
+                peers: alloc::vec![domain(2), domain(3)],
                 regs: Regs::default(),
                 mem: FakeGuestMem::new(MEM_BASE, 0x1_0000),
                 hw: FakePlatform {
@@ -382,6 +391,7 @@ pub(crate) mod testing {
                 regs: &mut self.regs,
                 mem: &mut self.mem,
                 hw: &mut self.hw,
+                peers: Peers::new(&mut self.peers),
             };
             let out = dispatch(&mut ctx);
             (out, self.regs.rax as i64)

@@ -34,6 +34,8 @@ unsafe impl Pod for u64 {}
 // SAFETY: as above.
 unsafe impl Pod for u32 {}
 // SAFETY: as above.
+unsafe impl Pod for u16 {}
+// SAFETY: as above.
 unsafe impl Pod for u8 {}
 // SAFETY: arrays of Pod are Pod.
 unsafe impl<T: Pod, const N: usize> Pod for [T; N] {}

@@ -13,7 +13,7 @@ use super::{console, time, traps};
 use crate::bundle::{DomainKind, DomainSpec};
 use crate::domain::elf::{ImageKind, XenImage};
 use crate::domain::pv_build::{build_pv, BuildMemory, BuildParams};
-use crate::domain::state::{Domain, DomainState, FpuState, Vcpu, VcpuState};
+use crate::domain::state::{Domain, DomainState, FpuState, Peers, Vcpu, VcpuState};
 use crate::evtchn::EvtchnTable;
 use crate::hypercall::{self, Ctx, MmuCall, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
@@ -382,7 +382,9 @@ pub fn guest_syscall(frame: &mut Regs) {
     };
     let outcome = {
         let rt = &mut *rt;
-        let dom = &mut rt.domains[d];
+        let Some((dom, peers)) = Peers::split(&mut rt.domains, d) else {
+            power_off(Status::Failure)
+        };
         let mut mem = LiveGuest::new(&dom.vcpus[v].pv, &mut rt.loaded.cr3);
         if dom.vcpus[v].pv.kernel_mode {
             let mut ctx = Ctx {
@@ -391,6 +393,7 @@ pub fn guest_syscall(frame: &mut Regs) {
                 regs: frame,
                 mem: &mut mem,
                 hw: &mut Machine,
+                peers,
             };
             hypercall::dispatch(&mut ctx)
         } else {
@@ -606,20 +609,18 @@ fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
         Outcome::Block => schedule(rt, frame, cur),
         Outcome::Shutdown(reason) => {
             if let Some((d, _)) = cur {
-                let dom = &mut rt.domains[d];
                 if reason == ShutdownReason::Crash {
-                    crash(dom, frame, "the domain asked to crash");
+                    crash(rt, d, frame, "the domain asked to crash");
                 } else {
-                    info!("d{}: shut down ({reason:?})", dom.id);
-                    dom.state = DomainState::Shutdown(reason);
-                    super::mmu::teardown(dom);
+                    info!("d{}: shut down ({reason:?})", rt.domains[d].id);
+                    stop(rt, d, DomainState::Shutdown(reason));
                 }
             }
             schedule(rt, frame, cur);
         }
         Outcome::Crash(why) => {
             if let Some((d, _)) = cur {
-                crash(&mut rt.domains[d], frame, why);
+                crash(rt, d, frame, why);
             }
             schedule(rt, frame, cur);
         }
@@ -631,7 +632,8 @@ fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
     load_context(rt, frame);
 }
 
-fn crash(dom: &mut Domain, frame: &Regs, why: &str) {
+fn crash(rt: &mut Runtime, d: usize, frame: &Regs, why: &str) {
+    let dom = &rt.domains[d];
     error!("d{} ({}) crashed: {why}", dom.id, dom.name);
     error!(
         "d{}: rip {:016x} rsp {:016x} rflags {:016x} cs {:04x} ss {:04x}",
@@ -641,7 +643,20 @@ fn crash(dom: &mut Domain, frame: &Regs, why: &str) {
         "d{}: rax {:016x} rbx {:016x} rcx {:016x} rdx {:016x} rsi {:016x} rdi {:016x}",
         dom.id, frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi
     );
-    dom.state = DomainState::Crashed;
+    stop(rt, d, DomainState::Crashed);
+}
+
+/// Ends domain `d`: its ports are closed (interdomain peers left unbound) and everything it
+/// holds is released.
+fn stop(rt: &mut Runtime, d: usize, state: DomainState) {
+    let Some((dom, mut peers)) = Peers::split(&mut rt.domains, d) else {
+        return;
+    };
+    dom.state = state;
+    for v in dom.vcpus.iter_mut() {
+        v.state = VcpuState::Down;
+    }
+    hypercall::event::close_all(dom, &mut peers);
     super::mmu::teardown(dom);
 }
 
@@ -727,7 +742,7 @@ fn deliver_events(rt: &mut Runtime, frame: &mut Regs) {
         .is_err()
     {
         warn!("d{}: cannot deliver an event upcall", dom.id);
-        crash(dom, frame, "event upcall frame not writable");
+        crash(rt, d, frame, "event upcall frame not writable");
         schedule(rt, frame, Some((d, v)));
     }
 }
@@ -739,11 +754,7 @@ fn load_context(rt: &mut Runtime, frame: &mut Regs) {
     let pv = &rt.domains[d].vcpus[v].pv;
     let Some(root) = pv.active_root() else {
         let cur = rt.current;
-        crash(
-            &mut rt.domains[d],
-            frame,
-            "no page-table root for the current mode",
-        );
+        crash(rt, d, frame, "no page-table root for the current mode");
         schedule(rt, frame, cur);
         return load_context(rt, frame);
     };
