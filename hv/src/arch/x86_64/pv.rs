@@ -367,8 +367,9 @@ pub fn run(boot_failures: usize) -> ! {
     let frame = unsafe { &mut *entry::guest_frame() };
     schedule(&mut rt, frame, None);
     load_context(&mut rt, frame);
-    deliver_events(&mut rt, frame);
-    load_context(&mut rt, frame);
+    if deliver_events(&mut rt, frame) {
+        load_context(&mut rt, frame);
+    }
     drop(rt);
     entry::enter_guest()
 }
@@ -628,8 +629,9 @@ fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
     // The vCPU's address space must be live before an upcall frame is written to its stack
     // (after a switch, CR3 still holds the previous vCPU's); the upcall may change its mode.
     load_context(rt, frame);
-    deliver_events(rt, frame);
-    load_context(rt, frame);
+    if deliver_events(rt, frame) {
+        load_context(rt, frame);
+    }
 }
 
 fn crash(rt: &mut Runtime, d: usize, frame: &Regs, why: &str) {
@@ -722,18 +724,19 @@ fn finish(rt: &Runtime) -> ! {
     })
 }
 
-/// Delivers a pending event upcall to the current vCPU if it can take one.
-fn deliver_events(rt: &mut Runtime, frame: &mut Regs) {
-    let Some((d, v)) = rt.current else { return };
+/// Delivers a pending event upcall to the current vCPU if it can take one; returns whether
+/// the frame changed.
+fn deliver_events(rt: &mut Runtime, frame: &mut Regs) -> bool {
+    let Some((d, v)) = rt.current else { return false };
     let dom = &mut rt.domains[d];
     let info = &mut dom.shared.vcpu_info[v];
     if info.evtchn_upcall_pending == 0 || info.evtchn_upcall_mask != 0 {
-        return;
+        return false;
     }
     let vcpu = &mut dom.vcpus[v];
     let cb = vcpu.pv.event_callback;
     if cb.address == 0 {
-        return;
+        return false;
     }
     let mut mem = LiveGuest::new(&vcpu.pv, &mut rt.loaded.cr3);
     if vcpu
@@ -745,10 +748,11 @@ fn deliver_events(rt: &mut Runtime, frame: &mut Regs) {
         crash(rt, d, frame, "event upcall frame not writable");
         schedule(rt, frame, Some((d, v)));
     }
+    true
 }
 
 /// Loads CR3, FS/GS bases, CR0.TS and the GDT frames for the current vCPU's mode, where
-/// they changed.
+/// they changed. This runs on every return to a guest, so each item is one comparison.
 fn load_context(rt: &mut Runtime, frame: &mut Regs) {
     let Some((d, v)) = rt.current else { return };
     let pv = &rt.domains[d].vcpus[v].pv;
@@ -758,45 +762,43 @@ fn load_context(rt: &mut Runtime, frame: &mut Regs) {
         schedule(rt, frame, cur);
         return load_context(rt, frame);
     };
-    let mut gdt = [0u64; FIRST_RESERVED_GDT_PAGE];
-    let frames = pv.mm.gdt_frames();
-    for (slot, m) in gdt.iter_mut().zip(frames) {
-        *slot = m.0;
+    let have = &mut rt.loaded;
+    let cr3 = root.paddr();
+    if cr3 != have.cr3 {
+        load_cr3(cr3);
+        have.cr3 = cr3;
     }
-    let want = Loaded {
-        cr3: root.paddr(),
-        gs: pv.active_gs_base(),
-        fs: pv.fs_base,
-        ts: pv.cr0_ts,
-        gdt,
-        gdt_len: frames.len(),
-    };
-    let have = rt.loaded;
-    if (want.gdt, want.gdt_len) != (have.gdt, have.gdt_len) {
-        if let Err(e) = super::gdt::show_guest_frames(&want.gdt[..want.gdt_len]) {
-            error!("cannot map the guest GDT: {e:?}");
-            power_off(Status::Failure);
-        }
+    let gs = pv.active_gs_base();
+    if gs != have.gs {
+        entry::set_guest_gs_base(gs);
+        have.gs = gs;
     }
-    if want.cr3 != have.cr3 {
-        load_cr3(want.cr3);
+    if pv.fs_base != have.fs {
+        x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(pv.fs_base));
+        have.fs = pv.fs_base;
     }
-    if want.gs != have.gs {
-        entry::set_guest_gs_base(want.gs);
-    }
-    if want.fs != have.fs {
-        x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(want.fs));
-    }
-    if want.ts != have.ts {
+    if pv.cr0_ts != have.ts {
         // SAFETY: CR0.TS only makes the guest's next FPU instruction raise #NM (delivered to
         // it); hv itself uses no FPU or SSE instructions.
         unsafe {
             x86_64::registers::control::Cr0::update(|c| {
-                c.set(x86_64::registers::control::Cr0Flags::TASK_SWITCHED, want.ts)
+                c.set(x86_64::registers::control::Cr0Flags::TASK_SWITCHED, pv.cr0_ts)
             })
         };
+        have.ts = pv.cr0_ts;
     }
-    rt.loaded = want;
+    let frames = pv.mm.gdt_frames();
+    let same_gdt = frames.len() == have.gdt_len && frames.iter().zip(&have.gdt).all(|(f, l)| f.0 == *l);
+    if !same_gdt {
+        for (slot, f) in have.gdt.iter_mut().zip(frames) {
+            *slot = f.0;
+        }
+        have.gdt_len = frames.len();
+        if let Err(e) = super::gdt::show_guest_frames(&have.gdt[..have.gdt_len]) {
+            error!("cannot map the guest GDT: {e:?}");
+            power_off(Status::Failure);
+        }
+    }
 }
 
 /// Updates a vCPU's `vcpu_time_info` (Xen's version protocol: odd while changing).

@@ -25,8 +25,12 @@ static HEAP: LockedHeap = LockedHeap::empty();
 /// The machine's frame allocator (and through it the frame table).
 pub static FRAMES: Mutex<Option<FrameAllocator<'static>>> = Mutex::new(None);
 
-/// Initial heap: 2^9 frames (2 MiB).
-const HEAP_ORDER: u32 = 9;
+/// The heap is 1/64 of RAM (hv's per-domain structures, e.g. its p2m copy at 1/512 of a
+/// domain's memory, scale with RAM), between 2 MiB and 64 MiB, as one buddy block.
+fn heap_order(total_ram: u64) -> u32 {
+    let frames = (total_ram / 64 / PAGE_SIZE).max(1);
+    frames.ilog2().clamp(9, 14)
+}
 /// Period of the scheduler tick.
 const TICK_NS: u64 = 10_000_000;
 /// Page-table frames set aside for building hv's tables (maps up to ~1 TiB of RAM).
@@ -266,11 +270,12 @@ fn setup_memory(info: &BootInfo, features: &cpu::Features) {
             );
         }
     }
-    let Ok(heap) = frames.alloc(HEAP_ORDER, Owner::Hypervisor) else {
+    let heap_order = heap_order(total);
+    let Ok(heap) = frames.alloc(heap_order, Owner::Hypervisor) else {
         error!("no memory for the heap");
         power_off(Status::Failure);
     };
-    let heap_bytes = PAGE_SIZE << HEAP_ORDER;
+    let heap_bytes = PAGE_SIZE << heap_order;
     // SAFETY: the block was just allocated to hv and is mapped in the direct map; the heap is
     // initialised once, before anything allocates.
     unsafe {
@@ -282,11 +287,12 @@ fn setup_memory(info: &BootInfo, features: &cpu::Features) {
     *FRAMES.lock() = Some(frames);
     let image_kib = (image_end - image_start) / 1024;
     info!(
-        "hv memory: image {image_kib} KiB, frame table {} KiB, page tables {} KiB, heap {} KiB: {} KiB in all",
+        "hv memory: image {image_kib} KiB, frame table {} KiB, M2P {} KiB, page tables {} KiB, heap {} KiB: {} KiB in all",
         ft_bytes / 1024,
+        m2p_bytes / 1024,
         pt_frames * 4,
         heap_bytes / 1024,
-        image_kib + ft_bytes / 1024 + pt_frames * 4 + heap_bytes / 1024
+        image_kib + (ft_bytes + m2p_bytes) / 1024 + pt_frames * 4 + heap_bytes / 1024
     );
     info!("Free memory: {} KiB in {} frames", free * 4, free);
 }
