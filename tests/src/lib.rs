@@ -24,6 +24,11 @@ pub fn hv_image() -> PathBuf {
     images::for_tests(Image::Hv).unwrap_or_else(|e| panic!("no hv image: {e}"))
 }
 
+/// The pvguest image: `XTASK_IMAGE_PVGUEST` when `cargo xtask test` set it, else built once.
+pub fn pvguest_image() -> PathBuf {
+    images::for_tests(Image::Pvguest).unwrap_or_else(|e| panic!("no pvguest image: {e}"))
+}
+
 /// A QEMU boot of hv on `machine` with the test time limit.
 pub fn qemu(machine: Machine) -> BootSpec {
     BootSpec {
@@ -109,6 +114,54 @@ pub fn assert_cpu_line(report: &RunReport, vmx: bool, svm: bool) {
             report.describe()
         );
     }
+}
+
+/// A domain of a test config: (name, command line, memory in MiB).
+pub type TestDomain<'a> = (&'a str, &'a str, u32);
+
+/// Boots hv on QEMU microvm with pvguest domains as `domains` says (the first privileged),
+/// through a TOML config and bundle in a temporary directory.
+pub fn boot_pvguests(dir: &TempDir, domains: &[TestDomain<'_>]) -> RunReport {
+    let kernel = pvguest_image();
+    let mut toml = String::new();
+    for (i, (name, cmdline, mib)) in domains.iter().enumerate() {
+        toml.push_str(&format!(
+            "[[domain]]\nname = \"{name}\"\nkernel = '{}'\ncmdline = \"{cmdline}\"\nmemory = \"{mib}M\"\nprivileged = {}\n\n",
+            kernel.display(),
+            i == 0
+        ));
+    }
+    let config = dir.path().join("domains.toml");
+    std::fs::write(&config, toml).expect("write config");
+    let bundle = xtask::bundle::from_config_file(&config, &dir.path().join("bundle.bin"))
+        .unwrap_or_else(|e| panic!("cannot make the bundle: {e}"));
+    let mut spec = qemu(Machine::Microvm);
+    spec.bundle = Some(bundle);
+    boot(&spec)
+}
+
+/// Domain `id`'s console lines (the text after its `(dN) ` prefix).
+pub fn guest_lines(report: &RunReport, id: u32) -> Vec<&str> {
+    let prefix = format!("(d{id}) ");
+    report.lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str())).collect()
+}
+
+/// Asserts domain `id` ran pvguest's selftest to success: its summary names at least one
+/// passed check and no failed one, and it printed the success verdict.
+pub fn assert_selftest_passed(report: &RunReport, id: u32) {
+    let lines = guest_lines(report, id);
+    let summary = lines
+        .iter()
+        .find(|l| l.starts_with("pvguest selftest: "))
+        .unwrap_or_else(|| panic!("d{id} printed no selftest summary\n{}", report.describe()));
+    let passed = number_after(summary, "selftest: ").unwrap_or(0);
+    let failed = number_after(summary, "passed, ");
+    assert!(passed > 0 && failed == Some(0), "d{id}: {summary}\n{}", report.describe());
+    assert!(
+        lines.contains(&"pvguest: SELFTEST SUCCESS"),
+        "d{id} did not report success\n{}",
+        report.describe()
+    );
 }
 
 /// The unsigned number right after `label` in `line`, e.g. `number_after(l, "took ")`.

@@ -15,16 +15,19 @@ pub const TARGET: &str = "x86_64-unknown-none";
 pub enum Image {
     /// The hypervisor.
     Hv,
+    /// The guest kernel.
+    Pvguest,
 }
 
 impl Image {
     /// Every image, in build order.
-    pub const ALL: &'static [Image] = &[Image::Hv];
+    pub const ALL: &'static [Image] = &[Image::Hv, Image::Pvguest];
 
     /// The workspace package (and binary) name.
     pub fn package(self) -> &'static str {
         match self {
             Image::Hv => "hv",
+            Image::Pvguest => "pvguest",
         }
     }
 

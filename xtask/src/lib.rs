@@ -1,6 +1,7 @@
 //! Host-side tooling shared by the `xtask` command and the boot tests in `tests/`: building
 //! images and boot bundles, making GRUB ISOs, installing host tools, and running QEMU/Bochs.
 
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod images;

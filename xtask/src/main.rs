@@ -9,7 +9,7 @@ use lexopt::ValueExt;
 
 use xtask::images::{self, Image};
 use xtask::runner::{BootSpec, Emulator, Machine, Session, DEFAULT_BOCHS_CPU};
-use xtask::{bundle, iso, paths, size, tools};
+use xtask::{bench, bundle, iso, paths, size, tools};
 
 const USAGE: &str = "\
 usage: cargo xtask <command> [options]
@@ -34,6 +34,17 @@ commands:
               --hv-cmdline S       hv's command line
               -o PATH              output (default target/hv.iso)
   test      everything CI runs: fmt, clippy, unit tests, images, boot tests
+  bench     boot pvguest's benchmark mode on hv (QEMU q35) and report each figure
+              --vs-xen             also on Xen 4.17, same QEMU settings; adds hv/Xen ratios
+              --icount             guest instruction counts, deterministic (default)
+              --wall               nanoseconds of real time instead
+              --filter TEXT        only figures whose name contains TEXT
+              --no-gate            skip the regression gate against bench/baseline.json
+              --update-baseline    rewrite bench/baseline.json from this run (icount)
+              --timeout SECS       each boot's time limit (default 600)
+              --verbose            stream the serial consoles
+            writes target/bench/results.json and results.svg; exits 1 when a run
+            fails or a deterministic figure is more than 10% worse than the baseline
 ";
 
 fn main() -> ExitCode {
@@ -87,6 +98,10 @@ fn dispatch() -> Result<ExitCode, Failure> {
         "test" => {
             no_more_args(&mut parser)?;
             Ok(test())
+        }
+        "bench" => {
+            bench::run(&bench::Options::parse(&mut parser).map_err(Failure::Usage)?)?;
+            Ok(ExitCode::SUCCESS)
         }
         "help" => {
             print!("{USAGE}");

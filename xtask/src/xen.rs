@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use crate::images::TARGET;
 use crate::paths;
+use crate::runner::Machine;
 
 /// The Debian package holding the hypervisor.
 pub const XEN_PACKAGE: &str = "xen-hypervisor-4.17-amd64";
@@ -204,9 +205,9 @@ pub fn pvguest_image_for_tests() -> Result<PathBuf, String> {
 /// How a run on Xen ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XenOutcome {
-    /// The guest printed [`SUCCESS_MARKER`].
+    /// The guest printed [`XenBoot::success_marker`].
     Success,
-    /// The guest printed [`FAILURE_MARKER`].
+    /// The guest printed [`XenBoot::failure_marker`].
     Failure,
     /// Neither line appeared within the time limit.
     TimedOut,
@@ -227,6 +228,8 @@ pub struct XenRun {
     pub outcome: XenOutcome,
     /// From starting QEMU to the verdict line (or to the end of the run).
     pub elapsed: Duration,
+    /// From starting QEMU to the first line containing [`XenBoot::timed_marker`].
+    pub timed_marker_at: Option<Duration>,
     /// The QEMU command line, for reports.
     pub command: String,
 }
@@ -270,10 +273,51 @@ fn initrd_arg(guest: &Path, cmdline: &str) -> Result<String, String> {
     Ok(escaped)
 }
 
+/// One boot of Xen with a guest as dom0: the guest's command line, how QEMU runs, and the
+/// guest's lines that end the run.
+#[derive(Clone, Copy, Debug)]
+pub struct XenBoot<'a> {
+    /// The guest's command line.
+    pub cmdline: &'a str,
+    /// The whole run's time limit.
+    pub timeout: Duration,
+    /// Also print serial lines to stdout as they arrive.
+    pub echo: bool,
+    /// QEMU's machine (`-M`); `None` keeps QEMU's default (`pc`).
+    pub machine: Option<Machine>,
+    /// QEMU `-icount shift=0`: one TSC tick per guest instruction, repeatable run to run.
+    pub icount: bool,
+    /// The guest's line that ends the run as a success.
+    pub success_marker: &'a str,
+    /// The guest's line that ends the run as a failure.
+    pub failure_marker: &'a str,
+    /// A line whose first appearance is timed ([`XenRun::timed_marker_at`]).
+    pub timed_marker: Option<&'a str>,
+}
+
+impl<'a> XenBoot<'a> {
+    /// The selftest's boot: QEMU's default machine, no icount, ended by the verdict line.
+    pub fn selftest(cmdline: &'a str, timeout: Duration, echo: bool) -> XenBoot<'a> {
+        XenBoot {
+            cmdline,
+            timeout,
+            echo,
+            machine: None,
+            icount: false,
+            success_marker: SUCCESS_MARKER,
+            failure_marker: FAILURE_MARKER,
+            timed_marker: None,
+        }
+    }
+}
+
 /// The QEMU command that boots `xen` with `guest` as dom0. Xen passes dom0 the module's
-/// string minus its first word (the file name), so the guest sees exactly `cmdline`.
-pub fn qemu_command(xen: &Path, guest: &Path, cmdline: &str) -> Result<Command, String> {
+/// string minus its first word (the file name), so the guest sees exactly `boot.cmdline`.
+pub fn qemu_command(xen: &Path, guest: &Path, boot: &XenBoot<'_>) -> Result<Command, String> {
     let mut cmd = Command::new("qemu-system-x86_64");
+    if let Some(machine) = boot.machine {
+        cmd.args(["-M", machine.name()]);
+    }
     cmd.args(["-accel", "tcg", "-cpu", "max", "-m", "512"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-no-reboot")
@@ -281,7 +325,10 @@ pub fn qemu_command(xen: &Path, guest: &Path, cmdline: &str) -> Result<Command, 
         .arg(xen)
         .args(["-append", XEN_CMDLINE])
         .arg("-initrd")
-        .arg(initrd_arg(guest, cmdline)?);
+        .arg(initrd_arg(guest, boot.cmdline)?);
+    if boot.icount {
+        cmd.args(["-icount", "shift=0"]);
+    }
     Ok(cmd)
 }
 
@@ -316,18 +363,24 @@ fn forward_lines(stream: impl Read, tx: Sender<String>) {
 
 /// Boots Xen 4.17 with `pvguest` (any PV guest ELF) as dom0 and `cmdline` as its command
 /// line, collects the serial output (echoing it when `echo`), and ends QEMU when the guest's
-/// verdict line appears, dom0 ends, QEMU exits, or `timeout` passes.
+/// selftest verdict line appears, dom0 ends, QEMU exits, or `timeout` passes.
 pub fn run_pvguest_on_xen(
     pvguest: &Path,
     cmdline: &str,
     timeout: Duration,
     echo: bool,
 ) -> Result<XenRun, String> {
-    if !pvguest.is_file() {
-        return Err(format!("no guest image at {}", pvguest.display()));
+    run_on_xen(pvguest, &XenBoot::selftest(cmdline, timeout, echo))
+}
+
+/// Boots Xen 4.17 with `guest` as dom0 as `boot` describes and ends QEMU when one of its
+/// markers appears, dom0 ends, QEMU exits, or the time limit passes.
+pub fn run_on_xen(guest: &Path, boot: &XenBoot<'_>) -> Result<XenRun, String> {
+    if !guest.is_file() {
+        return Err(format!("no guest image at {}", guest.display()));
     }
     let xen = xen_kernel()?;
-    let mut cmd = qemu_command(&xen, pvguest, cmdline)?;
+    let mut cmd = qemu_command(&xen, guest, boot)?;
     let command = format!("{cmd:?}");
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -349,21 +402,26 @@ pub fn run_pvguest_on_xen(
     }
     drop(tx);
 
-    let deadline = start + timeout;
+    let deadline = start + boot.timeout;
     let mut log = String::new();
+    let mut timed_marker_at = None;
     let outcome = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                if echo {
+                if boot.echo {
                     println!("{line}");
                 }
                 log.push_str(&line);
                 log.push('\n');
-                if line.contains(SUCCESS_MARKER) {
+                if timed_marker_at.is_none() && boot.timed_marker.is_some_and(|m| line.contains(m))
+                {
+                    timed_marker_at = Some(start.elapsed());
+                }
+                if line.contains(boot.success_marker) {
                     break XenOutcome::Success;
                 }
-                if line.contains(FAILURE_MARKER) {
+                if line.contains(boot.failure_marker) {
                     break XenOutcome::Failure;
                 }
                 if line.starts_with(DOM0_ENDED_MARKER) {
@@ -390,6 +448,7 @@ pub fn run_pvguest_on_xen(
         success: outcome == XenOutcome::Success,
         outcome,
         elapsed,
+        timed_marker_at,
         command,
     })
 }
@@ -412,12 +471,43 @@ mod tests {
     }
 
     #[test]
+    fn machine_and_icount_reach_qemu() {
+        let boot = XenBoot {
+            machine: Some(Machine::Q35),
+            icount: true,
+            ..XenBoot::selftest("bench", Duration::from_secs(1), false)
+        };
+        let cmd = qemu_command(Path::new("/x/xen"), Path::new("/t/pvguest"), &boot).unwrap();
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[..4], ["-M", "q35", "-accel", "tcg"]);
+        assert_eq!(
+            args[args.len() - 4..],
+            ["-initrd", "/t/pvguest bench", "-icount", "shift=0"]
+        );
+        let plain = qemu_command(
+            Path::new("/x/xen"),
+            Path::new("/t/pvguest"),
+            &XenBoot::selftest("selftest", Duration::from_secs(1), false),
+        )
+        .unwrap();
+        let plain: Vec<String> = plain
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(!plain.iter().any(|a| a == "-M" || a == "-icount"));
+    }
+
+    #[test]
     fn tail_keeps_the_last_lines() {
         let run = XenRun {
             log: "a\nb\nc\n".into(),
             success: false,
             outcome: XenOutcome::TimedOut,
             elapsed: Duration::ZERO,
+            timed_marker_at: None,
             command: String::new(),
         };
         assert_eq!(run.tail(2), "b\nc");

@@ -84,6 +84,9 @@ extern "C" {
     pub fn event_entry();
     pub fn syscall_entry();
     pub fn failsafe_entry();
+    /// The benchmark's #UD entry: resumes two bytes past the faulting instruction (a `ud2`)
+    /// with nothing but the `iret` hypercall, so the figure is the hypervisor's round trip.
+    pub fn bench_ud_entry();
 
     /// Enters user mode at `rip` with stack `rsp`, saving the kernel's state in `ctx`;
     /// "returns" the exit code when the task calls `SYS_EXIT` (through [`user_exit`]).
@@ -230,6 +233,19 @@ syscall_entry:
     push $0
     push ${vector_syscall}
     jmp trap_common
+
+    /*
+     * The benchmark's #UD: put rcx/r11 back, step over the two-byte ud2, supply iret's
+     * flags word (0) where an error code would be, and return.
+     */
+    .balign 16
+    .globl bench_ud_entry
+bench_ud_entry:
+    pop %rcx
+    pop %r11
+    addq $2, (%rsp)
+    push $0
+    jmp hypercall_page + {iret_offset}
 
     /* Xen could not load a segment register while returning to us: report and stop. */
     .balign 16

@@ -122,6 +122,17 @@ impl Mm {
 
     /// The leaf (L1) entry for `va` under `root`, or `None` if an upper level is absent.
     pub fn leaf_entry(&self, root: u64, va: u64) -> Result<Option<u64>, String> {
+        match self.leaf_entry_maddr(root, va)? {
+            Some(maddr) => self
+                .read_entry(maddr >> 12, (maddr & 0xfff) as usize / 8)
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The machine address of the leaf (L1) entry for `va` under `root`, or `None` if an
+    /// upper level is absent.
+    pub fn leaf_entry_maddr(&self, root: u64, va: u64) -> Result<Option<u64>, String> {
         let idx = table_indices(va);
         let mut table = root;
         for &i in &idx[..3] {
@@ -134,7 +145,7 @@ impl Mm {
             }
             table = pte_mfn(e);
         }
-        self.read_entry(table, idx[3]).map(Some)
+        Ok(Some(entry_maddr(table, idx[3])))
     }
 
     /// Maps `va` under `root` to `leaf` (a complete L1 entry, 0 to unmap), creating missing

@@ -3,7 +3,10 @@
 
 #[macro_use]
 mod console;
+mod bench;
+mod crash;
 mod entry;
+mod hostile;
 mod mm;
 mod pv;
 mod selftest;
@@ -100,6 +103,15 @@ extern "C" fn pvguest_start(start_info: *const StartInfo, boot_rsp: u64) -> ! {
             } else {
                 ShutdownReason::Crash
             })
+        }
+        Ok(Mode::Crash(kind)) => crash::crash(kind),
+        Ok(Mode::Bench) => {
+            bench::run(&mut kernel);
+            pv::shutdown(ShutdownReason::Poweroff)
+        }
+        Ok(Mode::Hostile) => {
+            hostile::run(&mut kernel);
+            pv::shutdown(ShutdownReason::Poweroff)
         }
         Err(unknown) => {
             println!("pvguest: unknown mode {:?}", unknown.0);

@@ -81,6 +81,17 @@ pub fn take_record() -> TrapRecord {
 /// Installs the trap table: every exception vector goes to its stub. `int3` and `into` may
 /// be raised from any ring (DPL 3); the others only by the CPU.
 pub fn install_trap_table() -> Result<u64, HypercallError> {
+    // SAFETY: no overrides: every vector gets its own stub.
+    unsafe { install_trap_table_with(&[]) }
+}
+
+/// As [`install_trap_table`], with the entry of each `(vector, address)` in `overrides`
+/// replacing that vector's stub.
+///
+/// # Safety
+///
+/// Each override must handle its vector's bounce frame and return through `iret`.
+pub unsafe fn install_trap_table_with(overrides: &[(u8, u64)]) -> Result<u64, HypercallError> {
     let mut table = [TrapInfo::default(); NR_EXCEPTIONS + 1];
     // SAFETY: `trap_entries` is a read-only table of NR_EXCEPTIONS addresses in the image.
     let entries = unsafe { &*addr_of!(entry::trap_entries) };
@@ -93,8 +104,13 @@ pub fn install_trap_table() -> Result<u64, HypercallError> {
             address,
         };
     }
-    // SAFETY: every stub handles its vector's bounce frame (with or without error code);
-    // the table ends with a zero entry.
+    for &(vector, address) in overrides {
+        if let Some(slot) = table[..NR_EXCEPTIONS].get_mut(usize::from(vector)) {
+            slot.address = address;
+        }
+    }
+    // SAFETY: every stub handles its vector's bounce frame (with or without error code), as
+    // the caller guarantees for the overrides; the table ends with a zero entry.
     unsafe { pv::hypercalls().set_trap_table(&table) }
 }
 
