@@ -143,7 +143,11 @@ pub fn boot_pvguests(dir: &TempDir, domains: &[TestDomain<'_>]) -> RunReport {
 /// Domain `id`'s console lines (the text after its `(dN) ` prefix).
 pub fn guest_lines(report: &RunReport, id: u32) -> Vec<&str> {
     let prefix = format!("(d{id}) ");
-    report.lines.iter().filter_map(|l| l.strip_prefix(prefix.as_str())).collect()
+    report
+        .lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect()
 }
 
 /// Asserts domain `id` ran pvguest's selftest to success: its summary names at least one
@@ -156,7 +160,11 @@ pub fn assert_selftest_passed(report: &RunReport, id: u32) {
         .unwrap_or_else(|| panic!("d{id} printed no selftest summary\n{}", report.describe()));
     let passed = number_after(summary, "selftest: ").unwrap_or(0);
     let failed = number_after(summary, "passed, ");
-    assert!(passed > 0 && failed == Some(0), "d{id}: {summary}\n{}", report.describe());
+    assert!(
+        passed > 0 && failed == Some(0),
+        "d{id}: {summary}\n{}",
+        report.describe()
+    );
     assert!(
         lines.contains(&"pvguest: SELFTEST SUCCESS"),
         "d{id} did not report success\n{}",

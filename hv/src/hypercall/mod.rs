@@ -20,7 +20,7 @@ use crate::mm::guest_access::{Fault, GuestMem};
 use crate::regs::Regs;
 use hypercall_abi::errno::Errno;
 use hypercall_abi::sched::ShutdownReason;
-use hypercall_abi::xen::Hypercall;
+use hypercall_abi::xen::{Hypercall, DOMID_SELF};
 use hypercall_abi::DomId;
 
 /// Machine services hypercalls use.
@@ -51,7 +51,38 @@ pub trait Platform {
         vcpu: usize,
         call: MmuCall,
         mem: &mut dyn GuestMem,
-    ) -> Result<i64, Errno>;
+    ) -> Result<MmuDone, Errno>;
+}
+
+/// How far a batched page-table call got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmuDone {
+    /// Every request was carried out.
+    Finished,
+    /// `processed` requests were carried out and `remaining` are left: the call continues
+    /// as a hypercall continuation (see [`continuation`]) with the count flagged [`PREEMPTED`].
+    Preempted {
+        /// Requests done in this step.
+        processed: u64,
+        /// Requests still to do.
+        remaining: u64,
+    },
+}
+
+/// Set in a batch count when the call is a continuation of a preempted one (Xen's
+/// `MMU_UPDATE_PREEMPTED`): the count done so far is in the guest's `done` variable.
+pub const PREEMPTED: u64 = 1 << 31;
+
+/// Makes the vCPU re-issue hypercall `nr` with its list (first argument) advanced past
+/// `processed` entries of `size` bytes and its count (second argument) set to `count`, as Xen's
+/// hypercall continuations do: RIP goes back over the 2-byte `syscall`, so the guest re-enters
+/// hv at once, with interrupts (and so preemption) possible in between.
+pub(crate) fn continuation(regs: &mut Regs, nr: u64, processed: u64, size: u64, count: u64) {
+    regs.rdi = regs.rdi.wrapping_add(processed * size);
+    regs.rsi = count;
+    regs.rax = nr;
+    regs.rip = regs.rip.wrapping_sub(2);
+    regs.force_iret();
 }
 
 /// A page-table hypercall with its raw arguments.
@@ -239,7 +270,29 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) 
 }
 
 fn mmu(ctx: &mut Ctx<'_>, call: MmuCall) -> Flow {
-    Flow::Value(ctx.hw.mmu(ctx.dom, ctx.vcpu, call, ctx.mem))
+    let (nr, size, domid) = match call {
+        MmuCall::Update { domid, .. } => (Hypercall::MmuUpdate as u64, 16, Some(domid)),
+        MmuCall::Ext { domid, .. } => (Hypercall::MmuextOp as u64, 24, Some(domid)),
+        _ => (0, 0, None),
+    };
+    // A foreign domain that does not exist is -ESRCH (one that exists: the handler decides).
+    if let Some(d) = domid {
+        let d = d as u16;
+        if d != DOMID_SELF && d != ctx.dom.id && ctx.peers.get_mut(d).is_none() {
+            return Flow::Value(Err(Errno::ESRCH));
+        }
+    }
+    match ctx.hw.mmu(ctx.dom, ctx.vcpu, call, ctx.mem) {
+        Ok(MmuDone::Finished) => Flow::Value(Ok(0)),
+        Ok(MmuDone::Preempted {
+            processed,
+            remaining,
+        }) => {
+            continuation(ctx.regs, nr, processed, size, remaining | PREEMPTED);
+            Flow::Regs(Outcome::Continue)
+        }
+        Err(e) => Flow::Value(Err(e)),
+    }
 }
 
 #[cfg(test)]
@@ -293,7 +346,13 @@ pub(crate) mod testing {
                 (0xfffc_0000, 0x4_0000, 2)
             ]
         }
-        fn mmu(&mut self, _: &mut Domain, _: usize, _: MmuCall, _: &mut dyn GuestMem) -> HcResult {
+        fn mmu(
+            &mut self,
+            _: &mut Domain,
+            _: usize,
+            _: MmuCall,
+            _: &mut dyn GuestMem,
+        ) -> Result<MmuDone, Errno> {
             Err(Errno::ENOSYS)
         }
         fn alloc_frames(&mut self, domid: DomId, order: u32) -> Option<u64> {

@@ -5,7 +5,7 @@
 use super::paging::{hv_l4_slots, phys_to_virt};
 use super::start::{set_m2p, FRAMES};
 use crate::domain::state::Domain;
-use crate::hypercall::MmuCall;
+use crate::hypercall::{MmuCall, MmuDone, PREEMPTED};
 use crate::mm::guest_access::{read_obj, write_obj, GuestMem};
 use crate::mm::pv::{FlushAction, MmuextEffect, PageMemory, PvError, PvMm};
 use crate::mm::{Mfn, Owner};
@@ -15,11 +15,6 @@ use hypercall_abi::xen::{MmuUpdate, MmuextOp, DOMID_SELF, FIRST_RESERVED_GDT_PAG
 use hypercall_abi::DomId;
 use log::warn;
 use x86_64::registers::control::{Cr4, Cr4Flags};
-
-/// Requests copied from the guest per step (bounds hv's stack use).
-const BATCH: usize = 16;
-/// Most requests one call may carry (bounds the time spent in one call).
-const MAX_REQUESTS: u64 = 1 << 20;
 
 /// Page tables in the direct map.
 struct DirectMem;
@@ -64,16 +59,26 @@ fn flush_all() {
     }
 }
 
-fn apply(flush: FlushAction) {
+/// Carries out a flush. A flush of a vCPU subset names the subset through a guest pointer
+/// (`UVMF_MULTI`, `MMUEXT_*_MULTI`), which must be readable: -EFAULT otherwise, as on Xen. With
+/// one CPU every subset means this CPU.
+fn apply(flush: FlushAction, mem: &mut dyn GuestMem) -> Result<(), Errno> {
     match flush {
         FlushAction::None => {}
-        FlushAction::InvlpgLocal { va }
-        | FlushAction::InvlpgMulti { va, .. }
-        | FlushAction::InvlpgAll { va } => {
+        FlushAction::InvlpgLocal { va } | FlushAction::InvlpgAll { va } => {
             x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va))
         }
-        FlushAction::TlbLocal | FlushAction::TlbMulti { .. } | FlushAction::TlbAll => flush_all(),
+        FlushAction::InvlpgMulti { va, vcpumask } => {
+            read_obj::<u64>(mem, vcpumask)?;
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new_truncate(va))
+        }
+        FlushAction::TlbMulti { vcpumask } => {
+            read_obj::<u64>(mem, vcpumask)?;
+            flush_all()
+        }
+        FlushAction::TlbLocal | FlushAction::TlbAll => flush_all(),
     }
+    Ok(())
 }
 
 fn own_domain(dom: &Domain, domid: u64) -> Result<(), Errno> {
@@ -86,13 +91,72 @@ fn own_domain(dom: &Domain, domid: u64) -> Result<(), Errno> {
     }
 }
 
+/// Requests handled per step of a batched call; the rest continue as a continuation, so one
+/// call never holds hv (and every other domain) for long.
+const STEP: u64 = 256;
+
+/// The count argument of a batched call as Xen reads it: 32 bits, and the continuation
+/// flag. Returns (count, count done by the earlier steps of this call).
+fn batch_count(count: u64, done: u64, mem: &mut dyn GuestMem) -> (u64, u64) {
+    let count = count & 0xffff_ffff;
+    if count & PREEMPTED == 0 {
+        return (count, 0);
+    }
+    let before = if done != 0 {
+        read_obj::<u32>(mem, done).map_or(0, u64::from)
+    } else {
+        0
+    };
+    (count & !PREEMPTED, before)
+}
+
+/// Runs up to [`STEP`] requests of a batch, one by one through `run` (which returns how many
+/// it completed and its error); reports the count done through `done` (a fault writing it is
+/// ignored, as on Xen) and whether the call must continue.
+fn batch(
+    list: u64,
+    count: u64,
+    done: u64,
+    size: u64,
+    mem: &mut dyn GuestMem,
+    mut run: impl FnMut(&mut dyn GuestMem, u64) -> Result<(), Errno>,
+) -> Result<MmuDone, Errno> {
+    let (count, before) = batch_count(count, done, mem);
+    let step = count.min(STEP);
+    let mut ok = 0u64;
+    let mut result = Ok(());
+    while ok < step {
+        let Some(at) = list.checked_add(ok * size) else {
+            result = Err(Errno::EFAULT);
+            break;
+        };
+        if let Err(e) = run(mem, at) {
+            result = Err(e);
+            break;
+        }
+        ok += 1;
+    }
+    if done != 0 {
+        let _ = write_obj(mem, done, &((before + ok) as u32));
+    }
+    result?;
+    Ok(if step < count {
+        MmuDone::Preempted {
+            processed: ok,
+            remaining: count - ok,
+        }
+    } else {
+        MmuDone::Finished
+    })
+}
+
 /// The page-table hypercalls.
 pub fn hypercall(
     dom: &mut Domain,
     vcpu: usize,
     call: MmuCall,
     mem: &mut dyn GuestMem,
-) -> Result<i64, Errno> {
+) -> Result<MmuDone, Errno> {
     let mut guard = FRAMES.lock();
     let frames = guard.as_mut().ok_or(Errno::ENOMEM)?;
     let mut direct = DirectMem;
@@ -106,29 +170,12 @@ pub fn hypercall(
             domid,
         } => {
             own_domain(dom, domid)?;
-            if count > MAX_REQUESTS {
-                return Err(Errno::EINVAL);
-            }
-            let mut total = 0u64;
-            let mut result = Ok(());
-            while total < count && result.is_ok() {
-                let n = (count - total).min(BATCH as u64) as usize;
-                let mut batch = [MmuUpdate::default(); BATCH];
-                for (i, slot) in batch[..n].iter_mut().enumerate() {
-                    let at = reqs
-                        .checked_add((total + i as u64) * 16)
-                        .ok_or(Errno::EFAULT)?;
-                    *slot = read_obj(mem, at)?;
-                }
-                let (ok, r) = pm.mmu_update(id, &batch[..n]);
-                total += ok as u64;
-                result = r.map_err(Errno::from);
-            }
+            let r = batch(reqs, count, done, 16, mem, |mem, at| {
+                let req: MmuUpdate = read_obj(mem, at)?;
+                pm.mmu_update(id, &[req]).1.map_err(Errno::from)
+            });
             flush_all();
-            if done != 0 {
-                write_obj(mem, done, &(total as u32))?;
-            }
-            result.map(|()| 0)
+            r
         }
         MmuCall::UpdateVa { va, pte, flags } => {
             let v = &dom.vcpus[vcpu].pv;
@@ -139,8 +186,8 @@ pub fn hypercall(
             };
             let root = root.ok_or(Errno::EINVAL)?;
             let flush = pm.update_va_mapping(id, root, va, pte, flags)?;
-            apply(flush);
-            Ok(0)
+            apply(flush, mem)?;
+            Ok(MmuDone::Finished)
         }
         MmuCall::Ext {
             ops,
@@ -149,37 +196,22 @@ pub fn hypercall(
             domid,
         } => {
             own_domain(dom, domid)?;
-            if count > MAX_REQUESTS {
-                return Err(Errno::EINVAL);
-            }
             let vmm = &mut dom.vcpus[vcpu].pv.mm;
-            let mut total = 0u64;
-            let mut result = Ok(());
             let size = core::mem::size_of::<MmuextOp>() as u64;
-            while total < count && result.is_ok() {
-                let n = (count - total).min(BATCH as u64) as usize;
-                let mut batch = [MmuextOp::default(); BATCH];
-                for (i, slot) in batch[..n].iter_mut().enumerate() {
-                    let at = ops
-                        .checked_add((total + i as u64) * size)
-                        .ok_or(Errno::EFAULT)?;
-                    *slot = read_obj(mem, at)?;
-                }
-                let (ok, r) = pm.mmuext_op(id, vmm, &batch[..n], |effect| match effect {
-                    MmuextEffect::Flush(f) => apply(f),
+            batch(ops, count, done, size, mem, |mem, at| {
+                let op: MmuextOp = read_obj(mem, at)?;
+                let mut flush = Ok(());
+                let r = pm.mmuext_op(id, vmm, &[op], |effect| match effect {
+                    MmuextEffect::Flush(f) => flush = apply(f, mem),
                     // The new root is loaded on the way back to the guest (`pv::load_context`).
                     MmuextEffect::LoadKernelRoot(_) => {}
                     MmuextEffect::LoadLdt => {
                         warn!("d{id}: LDTs are not supported; the request is recorded only")
                     }
                 });
-                total += ok as u64;
-                result = r.map_err(Errno::from);
-            }
-            if done != 0 {
-                write_obj(mem, done, &(total as u32))?;
-            }
-            result.map(|()| 0)
+                r.1.map_err(Errno::from)?;
+                flush
+            })
         }
         MmuCall::SetGdt {
             frames: list,
@@ -198,7 +230,7 @@ pub fn hypercall(
                 mfns.push(Mfn(gfn));
             }
             pm.set_gdt(id, &mut dom.vcpus[vcpu].pv.mm, &mfns, entries)?;
-            Ok(0)
+            Ok(MmuDone::Finished)
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::domain::elf::{ImageKind, XenImage};
 use crate::domain::pv_build::{build_pv, BuildMemory, BuildParams};
 use crate::domain::state::{Domain, DomainState, FpuState, Peers, Vcpu, VcpuState};
 use crate::evtchn::EvtchnTable;
-use crate::hypercall::{self, Ctx, MmuCall, Outcome, Platform};
+use crate::hypercall::{self, Ctx, MmuCall, MmuDone, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
 use crate::mm::{Mfn, Owner, PAGE_SIZE};
 use crate::pv::emulate::{decode_gp, decode_ud, pv_cpuid, Insn, MAX_INSN};
@@ -164,7 +164,7 @@ impl Platform for Machine {
         vcpu: usize,
         call: MmuCall,
         mem: &mut dyn GuestMem,
-    ) -> Result<i64, Errno> {
+    ) -> Result<MmuDone, Errno> {
         super::mmu::hypercall(dom, vcpu, call, mem)
     }
     fn alloc_frames(&mut self, domid: u16, order: u32) -> Option<u64> {
@@ -727,7 +727,9 @@ fn finish(rt: &Runtime) -> ! {
 /// Delivers a pending event upcall to the current vCPU if it can take one; returns whether
 /// the frame changed.
 fn deliver_events(rt: &mut Runtime, frame: &mut Regs) -> bool {
-    let Some((d, v)) = rt.current else { return false };
+    let Some((d, v)) = rt.current else {
+        return false;
+    };
     let dom = &mut rt.domains[d];
     let info = &mut dom.shared.vcpu_info[v];
     if info.evtchn_upcall_pending == 0 || info.evtchn_upcall_mask != 0 {
@@ -774,7 +776,9 @@ fn load_context(rt: &mut Runtime, frame: &mut Regs) {
         have.gs = gs;
     }
     if pv.fs_base != have.fs {
-        x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(pv.fs_base));
+        x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(
+            pv.fs_base,
+        ));
         have.fs = pv.fs_base;
     }
     if pv.cr0_ts != have.ts {
@@ -782,13 +786,17 @@ fn load_context(rt: &mut Runtime, frame: &mut Regs) {
         // it); hv itself uses no FPU or SSE instructions.
         unsafe {
             x86_64::registers::control::Cr0::update(|c| {
-                c.set(x86_64::registers::control::Cr0Flags::TASK_SWITCHED, pv.cr0_ts)
+                c.set(
+                    x86_64::registers::control::Cr0Flags::TASK_SWITCHED,
+                    pv.cr0_ts,
+                )
             })
         };
         have.ts = pv.cr0_ts;
     }
     let frames = pv.mm.gdt_frames();
-    let same_gdt = frames.len() == have.gdt_len && frames.iter().zip(&have.gdt).all(|(f, l)| f.0 == *l);
+    let same_gdt =
+        frames.len() == have.gdt_len && frames.iter().zip(&have.gdt).all(|(f, l)| f.0 == *l);
     if !same_gdt {
         for (slot, f) in have.gdt.iter_mut().zip(frames) {
             *slot = f.0;
