@@ -12,6 +12,8 @@ pub mod bundle;
 pub mod cmdline;
 pub mod domain;
 pub mod evtchn;
+pub mod gnttab;
+pub mod hvm;
 pub mod hypercall;
 pub mod mm;
 pub mod pv;
