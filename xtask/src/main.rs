@@ -33,7 +33,7 @@ commands:
               --config FILE        put the config's bundle on the ISO
               --hv-cmdline S       hv's command line
               -o PATH              output (default target/hv.iso)
-  test      everything CI runs: fmt, clippy, unit tests, images, boot tests
+  test      everything CI runs: fmt, clippy, unit tests, images, boot tests, bench gate
   bench     boot pvguest's benchmark mode on hv (QEMU q35) and report each figure
               --vs-xen             also on Xen 4.17, same QEMU settings; adds hv/Xen ratios
               --icount             guest instruction counts, deterministic (default)
@@ -325,6 +325,9 @@ enum Step {
     Images,
     /// Runs `tests/` against the images built by [`Step::Images`].
     BootTests,
+    /// `cargo xtask bench --vs-xen --icount`: hv beside Xen 4.17, with the regression gate
+    /// against `bench/baseline.json`.
+    Bench,
 }
 
 const STEPS: &[(&str, Step)] = &[
@@ -346,6 +349,7 @@ const STEPS: &[(&str, Step)] = &[
     ),
     ("images", Step::Images),
     ("boot tests", Step::BootTests),
+    ("bench gate", Step::Bench),
 ];
 
 fn run_step(step: &Step, env: &mut StepEnv) -> Result<(), String> {
@@ -364,6 +368,15 @@ fn run_step(step: &Step, env: &mut StepEnv) -> Result<(), String> {
             tools::ensure(&tools::for_everything())?;
             cargo(&["test", "-p", "hv-tests", "--", "--test-threads=2"], env)
         }
+        Step::Bench => bench::run(&bench::Options {
+            vs_xen: true,
+            mode: bench::Mode::Icount,
+            filter: None,
+            gate: true,
+            update_baseline: false,
+            timeout: std::time::Duration::from_secs(600),
+            verbose: false,
+        }),
     }
 }
 
