@@ -54,6 +54,49 @@ impl TscScale {
     }
 }
 
+/// A calendar date and time (UTC), as a PC's real-time clock holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CalendarTime {
+    /// Full year, e.g. 2026.
+    pub year: u32,
+    /// 1..=12.
+    pub month: u32,
+    /// 1..=31.
+    pub day: u32,
+    /// 0..=23.
+    pub hour: u32,
+    /// 0..=59.
+    pub minute: u32,
+    /// 0..=59.
+    pub second: u32,
+}
+
+impl CalendarTime {
+    /// Seconds since 1970-01-01 00:00 UTC, or `None` for an impossible date.
+    pub fn unix_seconds(&self) -> Option<u64> {
+        let (y, m, d) = (self.year, self.month, self.day);
+        if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        if self.hour > 23 || self.minute > 59 || self.second > 59 {
+            return None;
+        }
+        // Days from the civil date, counting years from March so the leap day comes last.
+        let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+        let era = y / 400;
+        let yoe = y - era * 400;
+        let doy = (153 * m + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = u64::from(era) * 146_097 + u64::from(doe) - 719_468;
+        Some(days * 86_400 + u64::from(self.hour * 3600 + self.minute * 60 + self.second))
+    }
+}
+
+/// Decodes one BCD byte of the RTC (two decimal digits).
+pub fn from_bcd(v: u8) -> u32 {
+    u32::from(v >> 4) * 10 + u32::from(v & 0xf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +123,28 @@ mod tests {
         let day = 3_000_000_000u64 * 86_400;
         let ns = s.ticks_to_ns(day);
         assert!(ns.abs_diff(86_400 * NS_PER_SEC) < 1_000_000, "{ns}");
+    }
+
+    #[test]
+    fn calendar_to_unix_time() {
+        let t = |year, month, day, hour, minute, second| CalendarTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        };
+        assert_eq!(t(1970, 1, 1, 0, 0, 0).unix_seconds(), Some(0));
+        assert_eq!(t(2000, 3, 1, 0, 0, 0).unix_seconds(), Some(951_868_800));
+        assert_eq!(
+            t(2026, 11, 22, 2, 56, 42).unix_seconds(),
+            Some(1_795_316_202)
+        );
+        assert_eq!(t(2024, 2, 29, 12, 0, 0).unix_seconds(), Some(1_709_208_000));
+        assert_eq!(t(2026, 13, 1, 0, 0, 0).unix_seconds(), None);
+        assert_eq!(t(1969, 12, 31, 23, 59, 59).unix_seconds(), None);
+        assert_eq!(from_bcd(0x59), 59);
     }
 
     #[test]

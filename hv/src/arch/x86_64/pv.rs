@@ -281,6 +281,13 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
     for v in shared.vcpu_info.iter_mut() {
         v.evtchn_upcall_mask = 1;
     }
+    // The wallclock at system time 0, with Xen's version protocol (odd while changing).
+    let wc = time::wallclock_at_boot_ns();
+    shared.wc_version = 1;
+    shared.wc_sec = (wc / 1_000_000_000) as u32;
+    shared.wc_sec_hi = ((wc / 1_000_000_000) >> 32) as u32;
+    shared.wc_nsec = (wc % 1_000_000_000) as u32;
+    shared.wc_version = 2;
     let flags = if spec.privileged {
         SIF_PRIVILEGED | SIF_INITDOMAIN
     } else {

@@ -148,6 +148,10 @@ extern "C" fn hv_start(protocol: u32, info_paddr: u32, magic: u32) -> ! {
                 hz / 1_000_000,
                 (hz / 1000) % 1000
             );
+            match time::init_wallclock() {
+                Some(secs) => info!("Wallclock: {secs} s since the Unix epoch (CMOS RTC)"),
+                None => warn!("no readable RTC: guests see a wallclock of 0"),
+            }
             setup_timer(&features)
         }
         Err(_) => {

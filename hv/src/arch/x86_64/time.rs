@@ -128,6 +128,93 @@ pub fn calibrate() -> Result<(u64, Method), NoReference> {
     Ok((hz, method))
 }
 
+/// Unix time (ns) at system time 0, from the CMOS real-time clock; 0 when it cannot be read.
+static WALLCLOCK_AT_BOOT: AtomicU64 = AtomicU64::new(0);
+
+fn cmos(reg: u8) -> u8 {
+    // SAFETY: ports 0x70/0x71 are the CMOS index and data ports; selecting a register and
+    // reading it has no other effect (NMIs stay enabled: bit 7 of the index is clear).
+    unsafe {
+        Port::<u8>::new(0x70).write(reg & 0x7f);
+        Port::<u8>::new(0x71).read()
+    }
+}
+
+fn read_rtc() -> Option<crate::time::CalendarTime> {
+    const UPDATE_IN_PROGRESS: u8 = 0x80;
+    let raw = || {
+        for _ in 0..100_000 {
+            if cmos(0x0a) & UPDATE_IN_PROGRESS == 0 {
+                break;
+            }
+        }
+        [
+            cmos(0x00),
+            cmos(0x02),
+            cmos(0x04),
+            cmos(0x07),
+            cmos(0x08),
+            cmos(0x09),
+            cmos(0x32),
+        ]
+    };
+    // Read until two reads agree, so no update happened in between.
+    let mut a = raw();
+    for _ in 0..10 {
+        let b = raw();
+        if a == b {
+            break;
+        }
+        a = b;
+    }
+    let status_b = cmos(0x0b);
+    let binary = status_b & 0x04 != 0;
+    let h24 = status_b & 0x02 != 0;
+    let conv = |v: u8| {
+        if binary {
+            u32::from(v)
+        } else {
+            crate::time::from_bcd(v)
+        }
+    };
+    let [sec, min, hour, day, month, year, century] = a;
+    let pm = !h24 && hour & 0x80 != 0;
+    let mut hour = conv(hour & 0x7f);
+    if !h24 {
+        hour %= 12;
+        if pm {
+            hour += 12;
+        }
+    }
+    let century = match conv(century) {
+        c @ 19..=99 => c,
+        _ => 20,
+    };
+    let t = crate::time::CalendarTime {
+        year: century * 100 + conv(year),
+        month: conv(month),
+        day: conv(day),
+        hour,
+        minute: conv(min),
+        second: conv(sec),
+    };
+    t.unix_seconds().map(|_| t)
+}
+
+/// Reads the real-time clock once (after TSC calibration) and records the wall-clock time of
+/// system time 0. Returns the Unix time read, if any.
+pub fn init_wallclock() -> Option<u64> {
+    let secs = read_rtc()?.unix_seconds()?;
+    let boot = (secs * 1_000_000_000).saturating_sub(now_ns());
+    WALLCLOCK_AT_BOOT.store(boot, Ordering::Relaxed);
+    Some(secs)
+}
+
+/// Unix time in ns at system time 0 (0 when the RTC could not be read).
+pub fn wallclock_at_boot_ns() -> u64 {
+    WALLCLOCK_AT_BOOT.load(Ordering::Relaxed)
+}
+
 /// Busy-waits for `ns` nanoseconds of TSC time (needs a calibrated TSC).
 pub fn spin_ns(ns: u64) {
     let end = now_ns() + ns;
