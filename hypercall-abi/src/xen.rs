@@ -675,7 +675,8 @@ impl Default for SharedInfo {
 // ---------------------------------------------------------------------------
 // start_info.
 
-/// `start_info.magic` of a 64-bit PV guest (NUL-padded to 32 bytes).
+/// `start_info.magic` of a 64-bit PV guest (NUL-padded to 32 bytes); Xen appends `p` when
+/// the kernel asked for PAE (`xen-3.0-x86_64p`), so guests should check it as a prefix.
 pub const START_INFO_MAGIC_X86_64: &str = "xen-3.0-x86_64";
 /// Size of `start_info.cmd_line`.
 pub const MAX_GUEST_CMDLINE: usize = 1024;

@@ -414,7 +414,8 @@ pub fn build_pv(
         write_phys(mem, p2m_phys + pfn * 8, &mfn.0.to_le_bytes());
     }
 
-    let start_info = start_info_bytes(&layout, nr_pages, shared_info, module, p);
+    let pae = image.notes().pae_mode.is_some_and(|m| m != "no");
+    let start_info = start_info_bytes(&layout, nr_pages, shared_info, module, p, pae);
     write_phys(mem, layout.start_info - v_start, &start_info);
 
     let pt_frames = write_page_tables(mem, &layout, p.hv_l4_slots)?;
@@ -486,10 +487,15 @@ fn start_info_bytes(
     shared_info: u64,
     module: &[u8],
     p: &BuildParams<'_>,
+    pae: bool,
 ) -> [u8; size_of::<StartInfo>()] {
     let mut si = [0u8; size_of::<StartInfo>()];
     let magic = START_INFO_MAGIC_X86_64.as_bytes();
     si[..magic.len()].copy_from_slice(magic);
+    // Xen appends "p" for a kernel whose PAE_MODE note asks for PAE (every 64-bit one).
+    if pae {
+        si[magic.len()] = b'p';
+    }
     put(
         &mut si,
         offset_of!(StartInfo, nr_pages),
@@ -928,7 +934,7 @@ mod tests {
     fn start_info_fields() {
         let (b, mem) = build(&Spec::pv_0x100000(), &params(16384)).unwrap();
         assert_eq!(mem.read(b.start_info_pfn * PAGE_SIZE, 32), {
-            let mut m = b"xen-3.0-x86_64".to_vec();
+            let mut m = b"xen-3.0-x86_64p".to_vec(); // the test image says PAE_MODE "yes"
             m.resize(32, 0);
             m
         });
