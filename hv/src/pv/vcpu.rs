@@ -195,9 +195,12 @@ impl PvVcpu {
         if !guest_address_ok(sp) {
             return Err(Fault);
         }
-        for (i, v) in frame[..n].iter().enumerate() {
-            write_obj(mem, sp + i as u64 * 8, v)?;
+        // One copy for the whole frame (the words in memory order).
+        let mut bytes = [0u8; 64];
+        for (chunk, v) in bytes.chunks_exact_mut(8).zip(&frame[..n]) {
+            chunk.copy_from_slice(&v.to_le_bytes());
         }
+        mem.write(sp, &bytes[..n * 8])?;
         if !was_kernel {
             self.kernel_mode = true;
         }

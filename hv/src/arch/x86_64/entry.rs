@@ -122,17 +122,29 @@ pv_syscall32_entry:
     push $6                 /* delivered to the guest as #UD */
     jmp trap_common
 
-    /* Fault-safe copy: rdi = dst, rsi = src, rdx = len; returns bytes NOT copied. */
+    /* Fault-safe copy: rdi = dst, rsi = src, rdx = len; returns bytes NOT copied. Words
+       first, then the tail; a fault in either resumes at its fixup. */
     .globl hv_copy_guest
 hv_copy_guest:
     mov %rdx, %rcx
-    .globl hv_copy_guest_insn
-hv_copy_guest_insn:
+    shr $3, %rcx
+    .globl hv_copy_guest_words
+hv_copy_guest_words:
+    rep movsq
+    mov %rdx, %rcx
+    and $7, %rcx
+    .globl hv_copy_guest_bytes
+hv_copy_guest_bytes:
     rep movsb
     xor %eax, %eax
     ret
-    .globl hv_copy_guest_fixup
-hv_copy_guest_fixup:
+    .globl hv_copy_guest_words_fixup
+hv_copy_guest_words_fixup:
+    and $7, %rdx
+    lea (%rdx,%rcx,8), %rax
+    ret
+    .globl hv_copy_guest_bytes_fixup
+hv_copy_guest_bytes_fixup:
     mov %rcx, %rax
     ret
 
@@ -159,8 +171,10 @@ unsafe extern "C" {
     fn pv_syscall_entry();
     fn pv_syscall32_entry();
     fn hv_copy_guest(dst: *mut u8, src: *const u8, len: usize) -> usize;
-    static hv_copy_guest_insn: u8;
-    static hv_copy_guest_fixup: u8;
+    static hv_copy_guest_words: u8;
+    static hv_copy_guest_bytes: u8;
+    static hv_copy_guest_words_fixup: u8;
+    static hv_copy_guest_bytes_fixup: u8;
     fn hv_enter_guest(frame: *mut Regs) -> !;
 }
 
@@ -272,9 +286,13 @@ pub fn copy_to_guest(gva: u64, buf: &[u8]) -> Result<(), Fault> {
 
 /// If hv faulted inside the guest-copy routine, resumes at its fixup and returns true.
 pub fn fixup(frame: &mut Regs) -> bool {
-    if frame.rip == (&raw const hv_copy_guest_insn) as u64 {
-        frame.rip = (&raw const hv_copy_guest_fixup) as u64;
-        return true;
-    }
-    false
+    let resume = if frame.rip == (&raw const hv_copy_guest_words) as u64 {
+        (&raw const hv_copy_guest_words_fixup) as u64
+    } else if frame.rip == (&raw const hv_copy_guest_bytes) as u64 {
+        (&raw const hv_copy_guest_bytes_fixup) as u64
+    } else {
+        return false;
+    };
+    frame.rip = resume;
+    true
 }
