@@ -86,6 +86,12 @@ impl GrantUnmap {
         self.parts.host.then_some((self.host_addr, self.mfn))
     }
 
+    /// Whether the mapping is read-only: the L1 entry removed must be read-only too, or a
+    /// writable entry could outlive the writable mapping that holds its frame's type.
+    pub fn readonly(&self) -> bool {
+        self.readonly
+    }
+
     /// Whether anything is being unmapped (an op naming neither a host address nor a device
     /// address removes nothing and succeeds, as in Xen).
     pub fn is_empty(&self) -> bool {

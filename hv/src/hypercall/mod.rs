@@ -52,6 +52,17 @@ pub trait Platform {
         call: MmuCall,
         mem: &mut dyn GuestMem,
     ) -> Result<MmuDone, Errno>;
+    /// `grant_table_op(cmd, uop, count)`, which needs the frame table, physical memory and
+    /// the grant tables of every domain.
+    fn grant_table_op(
+        &mut self,
+        dom: &mut Domain,
+        vcpu: usize,
+        cmd: u64,
+        uop: u64,
+        count: u64,
+        mem: &mut dyn GuestMem,
+    ) -> Result<i64, Errno>;
 }
 
 /// How far a batched page-table call got.
@@ -265,6 +276,10 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) 
                 entries: a[1],
             },
         ),
+        Hypercall::GrantTableOp => Flow::Value(
+            ctx.hw
+                .grant_table_op(ctx.dom, ctx.vcpu, a[0], a[1], a[2], ctx.mem),
+        ),
         _ => Flow::Value(Err(Errno::ENOSYS)),
     }
 }
@@ -353,6 +368,17 @@ pub(crate) mod testing {
             _: MmuCall,
             _: &mut dyn GuestMem,
         ) -> Result<MmuDone, Errno> {
+            Err(Errno::ENOSYS)
+        }
+        fn grant_table_op(
+            &mut self,
+            _: &mut Domain,
+            _: usize,
+            _: u64,
+            _: u64,
+            _: u64,
+            _: &mut dyn GuestMem,
+        ) -> HcResult {
             Err(Errno::ENOSYS)
         }
         fn alloc_frames(&mut self, domid: DomId, order: u32) -> Option<u64> {

@@ -5,6 +5,10 @@
 //! the address space. Portable code reads and writes ABI structures through [`read_obj`] and
 //! [`write_obj`], which only accept [`Pod`] types.
 
+use hypercall_abi::grant_table::{
+    GnttabCopy, GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion,
+    GnttabSetupTable, GnttabUnmapGrantRef,
+};
 use hypercall_abi::xen::{IretContext, MmuUpdate, MmuextOp, MulticallEntry, TrapInfo};
 
 /// A guest address that could not be read or written.
@@ -50,6 +54,21 @@ unsafe impl Pod for MmuUpdate {}
 unsafe impl Pod for MmuextOp {}
 // SAFETY: as above (integer fields).
 unsafe impl Pod for MulticallEntry {}
+// SAFETY: as above (integer fields). The grant-table ops below likewise: integers, explicit
+// padding fields, sizes asserted in hypercall-abi.
+unsafe impl Pod for GnttabMapGrantRef {}
+// SAFETY: as above.
+unsafe impl Pod for GnttabUnmapGrantRef {}
+// SAFETY: as above; `frame_list` is a `GuestHandle`, a transparent u64 address.
+unsafe impl Pod for GnttabSetupTable {}
+// SAFETY: as above; the two ends are `GnttabCopyPtr`s of integer fields and padding.
+unsafe impl Pod for GnttabCopy {}
+// SAFETY: as above.
+unsafe impl Pod for GnttabQuerySize {}
+// SAFETY: as above.
+unsafe impl Pod for GnttabSetVersion {}
+// SAFETY: as above.
+unsafe impl Pod for GnttabGetVersion {}
 
 /// Reads a `T` from guest address `gva`.
 pub fn read_obj<T: Pod + Default>(

@@ -14,8 +14,9 @@
 //!   on a validated table of that level. References to a table of the same or a higher level
 //!   (Xen's optional "linear page tables", including an entry naming its own table) are
 //!   refused, so the reference graph has no cycles and teardown always terminates;
-//! - only frames of the same domain can be referenced (grant and foreign mappings would be
-//!   admitted where [`PvMm::get_l1e`] checks the owner; they are refused for now);
+//! - only frames of the same domain can be referenced by the guest's own entries (foreign
+//!   mappings would be admitted where [`PvMm::get_l1e`] checks the owner; they are refused);
+//!   another domain's frame is mapped only through a grant, see below;
 //! - superpages (PSE in an L2/L3 entry), cache-attribute bits (PWT/PCD/PAT) and the global bit
 //!   above L1 are refused; the L4 slots 256..=271 (Xen's reserved range,
 //!   `HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END`) belong to hv: guest updates to them are
@@ -27,9 +28,32 @@
 //! releases what it took.
 //!
 //! Present entries get the user bit added (the 64-bit PV kernel runs in ring 3, as Xen's
-//! `adjust_guest_l*e`), and L4 entries the accessed bit. Bits 52..=62 are left to the guest as
-//! in Xen, so hv must keep CR4.PKE clear while PV guests run; NX is allowed, so EFER.NXE must
-//! be set.
+//! `adjust_guest_l*e`), and L4 entries the accessed bit. Bits 52..=61 are left to the guest as
+//! in Xen (and bit 62 above L1), so hv must keep CR4.PKE clear while PV guests run; NX is
+//! allowed, so EFER.NXE must be set.
+//!
+//! # Grant mappings
+//!
+//! Bit 62 of an L1 entry marks a grant mapping (Xen's `_PAGE_GNTTAB`): an entry hv wrote with
+//! [`PvMm::install_grant_pte`] for `GNTTABOP_map_grant_ref`, whose references are held by the
+//! grant tables (`crate::gnttab`), not by the entry. So:
+//!
+//! - guests may not set the bit: a present L1 entry with it is refused
+//!   ([`PvError::BadFlags`]), in an update or when a table is validated;
+//! - a guest update that would overwrite or clear a marked entry is refused
+//!   ([`PvError::GrantEntry`], `-EINVAL`); only [`PvMm::clear_grant_pte`] (for
+//!   `GNTTABOP_unmap_grant_ref`) removes one. Xen's debug builds, which mark grant entries
+//!   the same way, drop the entry and crash the domain (release builds do not mark them, and
+//!   the entry holds the references there); refusing keeps the mapping, its entry and its
+//!   references consistent without a crash;
+//! - devalidating an L1 (including in [`PvMm::relinquish`]) skips marked entries: their
+//!   references stay with the grant tables, released by the unmap or, once the domain dies,
+//!   by `GrantTables::release_domain`. The devalidated frame keeps the entry as inert data (it
+//!   cannot be validated as an L1 again until the guest overwrites it), and the mapping can no
+//!   longer be unmapped: Xen's "undestroyable active grant", harmless, and here not a crash;
+//! - [`PvMm::clear_grant_pte`] removes only a marked entry of the frame and access (read-only
+//!   or writable) the mapping was made with, so every marked entry mapping a frame writable
+//!   is matched by a writable mapping holding a writable type reference on it.
 //!
 //! Page contents are reached through [`PageMemory`], so all of this runs under `cargo test`.
 //! Errors are [`PvError`] values; [`PvError::errno`] gives the Xen errno, chosen per case as
@@ -81,8 +105,11 @@ const PTE_PSE: u64 = 1 << 7;
 const PTE_GLOBAL: u64 = 1 << 8;
 /// Bits 9..=11, free for software.
 const PTE_AVAIL: u64 = 0x7 << 9;
-/// Bits 52..=62, free for software while CR4.PKE is clear.
-const PTE_AVAIL_HIGH: u64 = 0x7ff << 52;
+/// Bits 52..=61, free for software while CR4.PKE is clear.
+const PTE_AVAIL_HIGH: u64 = 0x3ff << 52;
+/// Bit 62: in an L2..L4 entry free for software like bits 52..=61; in an L1 entry hv's marker
+/// of a grant mapping (Xen's `_PAGE_GNTTAB`), which guests may not set.
+const PTE_GNTTAB: u64 = 1 << 62;
 const PTE_NX: u64 = 1 << 63;
 /// Bits 12..=51: the frame address.
 const PTE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
@@ -96,11 +123,16 @@ const GUEST_PDE_FLAGS: u64 = PTE_PRESENT
     | PTE_DIRTY
     | PTE_AVAIL
     | PTE_AVAIL_HIGH
+    | PTE_GNTTAB
     | PTE_NX;
-/// Flags a guest may set in an L1 entry: those plus the global bit. The cache attributes
-/// (PWT/PCD/PAT) stay refused, as Xen refuses them to domains without I/O resources; hv maps
-/// no MMIO for guests, so no domain needs them.
-const GUEST_L1_FLAGS: u64 = GUEST_PDE_FLAGS | PTE_GLOBAL;
+/// Flags a guest may set in an L1 entry: those plus the global bit, less the grant marker
+/// (Xen's `L1_DISALLOW_MASK`). The cache attributes (PWT/PCD/PAT) stay refused, as Xen refuses
+/// them to domains without I/O resources; hv maps no MMIO for guests, so no domain needs them.
+const GUEST_L1_FLAGS: u64 = (GUEST_PDE_FLAGS | PTE_GLOBAL) & !PTE_GNTTAB;
+/// The flags of a grant mapping's L1 entry, as Xen's `grant_to_pte_flags` (the user bit as
+/// for every PV entry), plus [`PTE_RW`] for a writable one.
+const GRANT_PTE_FLAGS: u64 =
+    PTE_PRESENT | PTE_USER | PTE_ACCESSED | PTE_DIRTY | PTE_GNTTAB | PTE_NX;
 
 /// Descriptor (high word) bits.
 const SEG_TYPE: u32 = 0xf << 8;
@@ -167,6 +199,12 @@ impl Level {
 /// The frame an entry names.
 fn entry_mfn(entry: u64) -> Mfn {
     Mfn((entry & PTE_ADDR_MASK) >> PAGE_SHIFT)
+}
+
+/// Whether `entry`, of a table of `level`, is a grant mapping hv installed: present and
+/// marked, in an L1. Its references belong to the grant tables.
+fn is_grant_entry(level: Level, entry: u64) -> bool {
+    level == Level::L1 && entry & (PTE_PRESENT | PTE_GNTTAB) == PTE_PRESENT | PTE_GNTTAB
 }
 
 /// Whether a guest may name `va` in a page-table or LDT operation: below the canonical hole,
@@ -240,10 +278,19 @@ pub enum PvError {
     BadGdt,
     /// A virtual address in hv's reserved range or non-canonical. `-EINVAL`.
     BadAddress(u64),
-    /// `update_va_mapping` found no L1 table for the address (an entry on the way not
-    /// present, or the root not the domain's validated L4). `-EINVAL`, as Xen's failed
-    /// `map_guest_l1e`.
+    /// `update_va_mapping` (or a grant PTE's installation or removal) found no L1 table for
+    /// the address (an entry on the way not present, or the root not the domain's validated
+    /// L4). `-EINVAL`, as Xen's failed `map_guest_l1e`.
     NotMapped(u64),
+    /// A guest update of an entry of this L1 table that holds a grant mapping: only
+    /// `GNTTABOP_unmap_grant_ref` removes it. `-EINVAL` (Xen crashes the domain instead; see
+    /// the module documentation).
+    GrantEntry(Mfn),
+    /// [`PvMm::install_grant_pte`] at an address whose L1 entry is present. `-EINVAL`.
+    EntryInUse(u64),
+    /// [`PvMm::clear_grant_pte`] at an address whose L1 entry is not the grant mapping of the
+    /// frame and access given. `-EINVAL`.
+    NoGrantEntry(u64),
     /// `mmu_update` of a frame whose type cannot be written through it
     /// ([`PageType::SegDesc`], [`PageType::Shared`]). `-EINVAL`.
     NotWritable(Mfn),
@@ -285,6 +332,9 @@ impl PvError {
             | PvError::BadGdt
             | PvError::BadAddress(_)
             | PvError::NotMapped(_)
+            | PvError::GrantEntry(_)
+            | PvError::EntryInUse(_)
+            | PvError::NoGrantEntry(_)
             | PvError::NotWritable(_)
             | PvError::BadLdt
             | PvError::Corrupt(_) => Errno::EINVAL,
@@ -690,13 +740,14 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
         }
     }
 
-    /// Releases the references of the present guest entries `0..end` of `table`. Carries on
-    /// past corruption, reporting the first.
+    /// Releases the references of the present guest entries `0..end` of `table`, except grant
+    /// mappings', which the grant tables hold. Carries on past corruption, reporting the
+    /// first.
     fn release_entries(&mut self, table: Mfn, level: Level, end: usize) -> Result<(), PvError> {
         let mut result = Ok(());
         for index in (0..end).filter(|&i| level.is_guest_slot(i)) {
             let entry = self.mem.read_entry(table, index);
-            if entry & PTE_PRESENT != 0 {
+            if entry & PTE_PRESENT != 0 && !is_grant_entry(level, entry) {
                 result = result.and(self.put_entry(level, entry));
             }
         }
@@ -747,7 +798,8 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
     }
 
     /// Writes `new` into entry `index` of `table`, a validated table of `level` of `domid`:
-    /// the new entry's references are taken before the old one's are released.
+    /// the new entry's references are taken before the old one's are released. A grant
+    /// mapping's entry is refused ([`PvError::GrantEntry`]).
     fn mod_entry(
         &mut self,
         domid: DomId,
@@ -761,6 +813,9 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
             return Err(PvError::ReservedSlot(index));
         }
         let old = self.mem.read_entry(table, index);
+        if is_grant_entry(level, old) {
+            return Err(PvError::GrantEntry(table));
+        }
         let mut stored = if new & PTE_PRESENT != 0 {
             self.get_entry(domid, table, level, new)?
         } else {
@@ -1102,6 +1157,66 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
         Ok(table)
     }
 
+    /// For `GNTTABOP_map_grant_ref`: makes the L1 entry for `va` in `domid`'s tables under
+    /// `root` (the vCPU's current L4) map `mfn`, read-only or writable, marked as a grant
+    /// mapping. It takes no reference: the grant tables hold the frame's (a general one, and
+    /// a writable type one for a writable mapping) before calling this. No flush is needed
+    /// (the entry was not present).
+    ///
+    /// Refused: `va` non-canonical or in hv's range ([`PvError::BadAddress`]); no validated
+    /// L1 of `domid` for `va` ([`PvError::NotMapped`]); the entry present
+    /// ([`PvError::EntryInUse`]).
+    pub fn install_grant_pte(
+        &mut self,
+        domid: DomId,
+        root: Mfn,
+        va: u64,
+        mfn: Mfn,
+        readonly: bool,
+    ) -> Result<(), PvError> {
+        if !guest_va_ok(va) {
+            return Err(PvError::BadAddress(va));
+        }
+        let l1 = self.walk_to_l1(domid, root, va)?;
+        let index = Level::L1.index_of(va);
+        if self.mem.read_entry(l1, index) & PTE_PRESENT != 0 {
+            return Err(PvError::EntryInUse(va));
+        }
+        let rw = if readonly { 0 } else { PTE_RW };
+        let entry = (mfn.paddr() & PTE_ADDR_MASK) | GRANT_PTE_FLAGS | rw;
+        self.mem.write_entry(l1, index, entry);
+        Ok(())
+    }
+
+    /// For `GNTTABOP_unmap_grant_ref`: clears the L1 entry for `va` in `domid`'s tables under
+    /// `root`, which must be a grant mapping of `mfn` made read-only or writable as
+    /// `readonly` says, without releasing references (the grant tables drop theirs once the
+    /// caller has flushed the TLBs).
+    ///
+    /// Refused: as [`install_grant_pte`](Self::install_grant_pte) for the address and the
+    /// walk; any other entry there ([`PvError::NoGrantEntry`]).
+    pub fn clear_grant_pte(
+        &mut self,
+        domid: DomId,
+        root: Mfn,
+        va: u64,
+        mfn: Mfn,
+        readonly: bool,
+    ) -> Result<(), PvError> {
+        if !guest_va_ok(va) {
+            return Err(PvError::BadAddress(va));
+        }
+        let l1 = self.walk_to_l1(domid, root, va)?;
+        let index = Level::L1.index_of(va);
+        let entry = self.mem.read_entry(l1, index);
+        let writable = entry & PTE_RW != 0;
+        if !is_grant_entry(Level::L1, entry) || entry_mfn(entry) != mfn || writable == readonly {
+            return Err(PvError::NoGrantEntry(va));
+        }
+        self.mem.write_entry(l1, index, 0);
+        Ok(())
+    }
+
     /// `set_gdt` for `domid`'s vCPU `vcpu`: the first `entries.div_ceil(512)` of `frames`
     /// become its GDT, each typed [`PageType::SegDesc`] after its descriptors are checked;
     /// the previous GDT's frames are then released. The caller installs the new GDT before
@@ -1171,8 +1286,11 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
     /// every pin among `frames` (frames of other owners are skipped). Each release drops a
     /// reference this module took, and without linear page tables the references form no
     /// cycle, so dropping the roots unwinds every table below them; no step validates
-    /// anything, so none can be refused. Frames still holding counts afterwards (only
-    /// possible if hv's bookkeeping broke) are passed to `stuck`; returns how many.
+    /// anything, so none can be refused. Grant mappings' entries are left with their
+    /// references to the grant tables (`GrantTables::release_domain`, called next). Frames
+    /// still holding counts afterwards are passed to `stuck`; returns how many. Those are the
+    /// frames grant mappings hold (the domain's own, mapped by it or by others), or, if hv's
+    /// bookkeeping broke, others.
     pub fn relinquish<I>(
         &mut self,
         domid: DomId,
@@ -2297,13 +2415,223 @@ mod tests {
         assert_eq!(counts(&mm, m), (PageType::None, 0, 0));
     }
 
+    // --- Grant mappings -------------------------------------------------------------------
+
+    /// Takes what the grant tables hold for a mapping of D2's frame `mfn`: a general
+    /// reference, and a writable type reference unless read-only.
+    fn take_grant_refs<M: PageMemory>(mm: &mut PvMm<'_, '_, M>, mfn: Mfn, readonly: bool) {
+        mm.get_page(mfn, D2).unwrap();
+        if !readonly {
+            mm.get_page_type(mfn, D2, PageType::Writable).unwrap();
+        }
+    }
+
+    /// Drops what [`take_grant_refs`] took, as the grant tables do after an unmap.
+    fn drop_grant_refs<M: PageMemory>(
+        mm: &mut PvMm<'_, '_, M>,
+        mfn: Mfn,
+        readonly: bool,
+    ) -> Result<(), PvError> {
+        if !readonly {
+            mm.put_page_type(mfn)?;
+        }
+        mm.put_page(mfn)
+    }
+
+    #[test]
+    fn grant_ptes_are_installed_and_cleared_only_by_hv_and_hold_no_references() {
+        let mut st = storage();
+        let (mut alloc, f) = setup(&mut st);
+        let mut mem = FakeMem::default();
+        let (l4, _, _, l1) = build_tree(&mut mem, &f);
+        let mut mm = PvMm::new(&mut alloc, &mut mem, HV_SLOTS);
+        let mut vcpu = VcpuMm::new();
+        mm.new_domain_root(D1, &mut vcpu, l4).unwrap();
+        let granted = f.d2[3];
+        take_grant_refs(&mut mm, granted, false);
+        let va = 0x9000;
+        let before = all_counts(&mm);
+        assert_eq!(mm.install_grant_pte(D1, l4, va, granted, false), Ok(()));
+        let marked = pte(granted, GRANT_PTE_FLAGS | RW);
+        assert_eq!(
+            marked,
+            pte(granted, P | RW | PTE_USER) | (1 << 62) | (0x3 << 5) | PTE_NX
+        );
+        assert_eq!(mm.mem.read_entry(l1, 9), marked);
+        assert_eq!(all_counts(&mm), before);
+        // Only into a non-present entry of a validated L1 of the domain's, at a guest address.
+        assert_eq!(
+            mm.install_grant_pte(D1, l4, va, granted, true),
+            Err(PvError::EntryInUse(va))
+        );
+        assert_eq!(
+            mm.install_grant_pte(D1, l4, 0, granted, true),
+            Err(PvError::EntryInUse(0))
+        );
+        assert_eq!(
+            mm.install_grant_pte(D1, l4, 1 << 39, granted, true),
+            Err(PvError::NotMapped(1 << 39))
+        );
+        assert_eq!(
+            mm.install_grant_pte(D2, l4, 0xa000, granted, true),
+            Err(PvError::NotMapped(0xa000))
+        );
+        let hv_va = 0xffff_8000_0000_0000;
+        assert_eq!(
+            mm.install_grant_pte(D1, l4, hv_va, granted, true),
+            Err(PvError::BadAddress(hv_va))
+        );
+        // The guest can neither overwrite nor clear it, by any path.
+        let preserve_ad = MmuUpdate {
+            ptr: (l1.paddr() + 8 * 9) | 2,
+            val: 0,
+        };
+        assert_eq!(
+            mm.mmu_update(D1, &[preserve_ad]),
+            (0, Err(PvError::GrantEntry(l1)))
+        );
+        for val in [0, pte(f.d1[10], P | RW), marked] {
+            assert_eq!(
+                update(&mut mm, D1, l1, 9, val),
+                Err(PvError::GrantEntry(l1))
+            );
+            assert_eq!(
+                mm.update_va_mapping(D1, l4, va, val, UVMF_INVLPG),
+                Err(PvError::GrantEntry(l1))
+            );
+        }
+        assert_eq!(PvError::GrantEntry(l1).errno(), Errno::EINVAL);
+        assert_eq!(mm.mem.read_entry(l1, 9), marked);
+        assert_eq!(all_counts(&mm), before);
+        // Clearing wants the grant entry of the frame and access it was made with.
+        for (at, mfn, readonly) in [
+            (va, f.d2[4], false),
+            (va, granted, true),
+            (0, f.d1[4], false),
+            (0xa000, granted, false),
+        ] {
+            assert_eq!(
+                mm.clear_grant_pte(D1, l4, at, mfn, readonly),
+                Err(PvError::NoGrantEntry(at))
+            );
+        }
+        assert_eq!(
+            mm.clear_grant_pte(D2, l4, va, granted, false),
+            Err(PvError::NotMapped(va))
+        );
+        assert_eq!(mm.clear_grant_pte(D1, l4, va, granted, false), Ok(()));
+        assert_eq!(mm.mem.read_entry(l1, 9), 0);
+        assert_eq!(all_counts(&mm), before);
+        assert_eq!(
+            mm.clear_grant_pte(D1, l4, va, granted, false),
+            Err(PvError::NoGrantEntry(va))
+        );
+        // The slot is the guest's again.
+        assert_eq!(update(&mut mm, D1, l1, 9, pte(f.d1[10], P)), Ok(()));
+        assert_eq!(drop_grant_refs(&mut mm, granted, false), Ok(()));
+        assert_eq!(counts(&mm, granted), (PageType::None, 0, 0));
+    }
+
+    #[test]
+    fn guests_cannot_forge_grant_ptes() {
+        let mut st = storage();
+        let (mut alloc, f) = setup(&mut st);
+        let mut mem = FakeMem::default();
+        let (l4, _, l2, l1) = build_tree(&mut mem, &f);
+        let mut mm = PvMm::new(&mut alloc, &mut mem, HV_SLOTS);
+        pin(&mut mm, D1, 4, l4).unwrap();
+        let before = all_counts(&mm);
+        let marker = PvError::BadFlags {
+            level: 1,
+            bits: PTE_GNTTAB,
+        };
+        for target in [f.d1[10], f.d2[0]] {
+            for flags in [P, P | RW, GRANT_PTE_FLAGS | RW] {
+                let forged = pte(target, flags | PTE_GNTTAB);
+                assert_eq!(update(&mut mm, D1, l1, 30, forged), Err(marker));
+                assert_eq!(
+                    mm.update_va_mapping(D1, l4, 0x1e000, forged, 0),
+                    Err(marker)
+                );
+            }
+        }
+        assert_eq!(all_counts(&mm), before);
+        // A frame holding a marked entry written as data cannot become an L1.
+        let table = f.d1[11];
+        mm.mem
+            .write_entry(table, 0, pte(f.d2[0], GRANT_PTE_FLAGS | RW));
+        assert_eq!(pin(&mut mm, D1, 1, table), Err(marker));
+        assert_eq!(all_counts(&mm), before);
+        // Above L1 the bit is the guest's, as in Xen.
+        assert_eq!(
+            update(&mut mm, D1, l2, 30, pte(f.d1[12], P | PTE_GNTTAB)),
+            Ok(())
+        );
+        assert_eq!(counts(&mm, f.d1[12]), (PageType::L1, 1, 1));
+    }
+
+    #[test]
+    fn devalidation_never_releases_a_grant_ptes_references() {
+        let mut st = storage();
+        let (mut alloc, f) = setup(&mut st);
+        let mut mem = FakeMem::default();
+        let (l4, _, _, l1) = build_tree(&mut mem, &f);
+        let mut mm = PvMm::new(&mut alloc, &mut mem, HV_SLOTS);
+        pin(&mut mm, D1, 4, l4).unwrap();
+        let (rw, ro) = (f.d2[3], f.d2[4]);
+        take_grant_refs(&mut mm, rw, false);
+        take_grant_refs(&mut mm, ro, true);
+        mm.install_grant_pte(D1, l4, 0x9000, rw, false).unwrap();
+        mm.install_grant_pte(D1, l4, 0xa000, ro, true).unwrap();
+        // Unpinning the root devalidates the whole tree; the grant entries stay as data and
+        // their frames keep exactly the grant tables' references.
+        let mut vcpu = VcpuMm::new();
+        let (r, _) = ext(&mut mm, D1, &mut vcpu, MmuextCmd::UnpinTable, l4.0, 0);
+        assert_eq!(r, Ok(()));
+        assert_eq!(counts(&mm, l1), (PageType::None, 0, 0));
+        assert_eq!(counts(&mm, rw), (PageType::Writable, 1, 1));
+        assert_eq!(counts(&mm, ro), (PageType::None, 0, 1));
+        assert!(is_grant_entry(Level::L1, mm.mem.read_entry(l1, 9)));
+        // The L1 cannot be validated again while it holds them...
+        let after = all_counts(&mm);
+        assert_eq!(
+            pin(&mut mm, D1, 4, l4),
+            Err(PvError::BadFlags {
+                level: 1,
+                bits: PTE_GNTTAB
+            })
+        );
+        assert_eq!(all_counts(&mm), after);
+        // ...until the guest overwrites them (the frame is plain memory now).
+        update(&mut mm, D1, l1, 9, 0).unwrap();
+        update(&mut mm, D1, l1, 10, 0).unwrap();
+        let mut vcpus = [VcpuMm::new()];
+        mm.new_domain_root(D1, &mut vcpus[0], l4).unwrap();
+        // Teardown likewise: a grant entry in place when the domain dies is skipped, and the
+        // frames it maps are the ones still held afterwards.
+        mm.install_grant_pte(D1, l4, 0x9000, rw, false).unwrap();
+        let mut stuck = Vec::new();
+        let frames = f.d1.iter().chain(&f.d2).copied();
+        let left = mm.relinquish(D1, &mut vcpus, frames, |m| stuck.push(m));
+        assert_eq!((left, stuck), (0, vec![]));
+        for &m in &f.d1 {
+            assert_eq!(counts(&mm, m), (PageType::None, 0, 0));
+        }
+        assert_eq!(counts(&mm, rw), (PageType::Writable, 1, 1));
+        let left = mm.relinquish(D2, &mut [], f.d2.iter().copied(), |_| {});
+        assert_eq!(left, 2);
+        assert_eq!(drop_grant_refs(&mut mm, rw, false), Ok(()));
+        assert_eq!(drop_grant_refs(&mut mm, ro, true), Ok(()));
+        assert_eq!(mm.relinquish(D2, &mut [], f.d2.iter().copied(), |_| {}), 0);
+    }
+
     // --- Property tests -------------------------------------------------------------------
 
     /// Entry indices the generated requests use: a few guest slots at each end, and hv's.
     const INDICES: [usize; 6] = [0, 1, 2, 256, 271, 511];
 
     /// Flag sets the generated entries carry (good and bad).
-    const FLAGS: [u64; 10] = [
+    const FLAGS: [u64; 12] = [
         0,
         P,
         P | RW,
@@ -2314,6 +2642,9 @@ mod tests {
         P | RW | PTE_GLOBAL,
         P | (1 << 4),
         RW,
+        // Forged grant entries.
+        P | RW | PTE_GNTTAB,
+        GRANT_PTE_FLAGS,
     ];
 
     const FRAMES_PER_DOMAIN: usize = 8;
@@ -2381,6 +2712,19 @@ mod tests {
             dom: usize,
             frame: usize,
         },
+        /// `map_grant_ref` by `dom` of the other domain's frame `target`: the grant tables'
+        /// references, then the entry at one of the addresses (picked by `at`) that have an
+        /// L1 in `dom`'s current kernel root.
+        GrantMap {
+            dom: usize,
+            at: usize,
+            target: usize,
+            readonly: bool,
+        },
+        /// `unmap_grant_ref` of one of the mappings made.
+        GrantUnmap {
+            pick: usize,
+        },
     }
 
     fn entry_gen() -> impl Strategy<Value = EntryGen> {
@@ -2416,7 +2760,12 @@ mod tests {
                 .prop_map(|(dom, frames, entries)| Op::SetGdt { dom, frames, entries }),
             1 => (dom.clone(), frame.clone(), 0..4usize, any::<u64>())
                 .prop_map(|(dom, frame, index, raw)| Op::WriteDescriptor { dom, frame, index, raw }),
-            1 => (dom, frame).prop_map(|(dom, frame)| Op::ClearPage { dom, frame }),
+            1 => (dom.clone(), frame.clone()).prop_map(|(dom, frame)| Op::ClearPage { dom, frame }),
+            3 => (dom, any::<usize>(), frame, any::<bool>())
+                .prop_map(|(dom, at, target, readonly)| Op::GrantMap {
+                    dom, at, target, readonly
+                }),
+            2 => any::<usize>().prop_map(|pick| Op::GrantUnmap { pick }),
         ]
     }
 
@@ -2425,6 +2774,33 @@ mod tests {
         /// Every frame an entry may name: both domains', hv's, a free one, one outside.
         targets: Vec<Mfn>,
         vcpus: [VcpuMm; 2],
+        /// Grant mappings in place, whose references the model holds as the grant tables do.
+        grants: Vec<Grant>,
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    struct Grant {
+        /// The mapping domain (index into [`DOMIDS`]); the other one granted the frame.
+        dom: usize,
+        root: Mfn,
+        va: u64,
+        mfn: Mfn,
+        readonly: bool,
+    }
+
+    /// The address whose table indices (L4 down to L1) are picked by `slots` from a few at
+    /// each end, sign-extended.
+    fn slots_va(slots: &[usize; 4]) -> u64 {
+        let pick = |i: usize| [0u64, 1, 2, 511][i];
+        let va = pick(slots[0]) << 39
+            | pick(slots[1]) << 30
+            | pick(slots[2]) << 21
+            | pick(slots[3]) << 12;
+        if va >> 47 != 0 {
+            va | 0xffff << 48
+        } else {
+            va
+        }
     }
 
     const DOMIDS: [DomId; 2] = [D1, D2];
@@ -2491,13 +2867,7 @@ mod tests {
             }
             Op::Uva { dom, slots, value } => {
                 if let Some(root) = model.vcpus[*dom].kernel_root() {
-                    let pick = |i: usize| [0u64, 1, 2, 511][i];
-                    let va = pick(slots[0]) << 39
-                        | pick(slots[1]) << 30
-                        | pick(slots[2]) << 21
-                        | pick(slots[3]) << 12;
-                    // Sign-extend the upper half.
-                    let va = if va >> 47 != 0 { va | 0xffff << 48 } else { va };
+                    let va = slots_va(slots);
                     let value = model.value(value);
                     let _ = mm.update_va_mapping(DOMIDS[*dom], root, va, value, UVMF_INVLPG);
                 }
@@ -2536,12 +2906,64 @@ mod tests {
                     0,
                 );
             }
+            Op::GrantMap {
+                dom,
+                at,
+                target,
+                readonly,
+            } => {
+                let Some(root) = model.vcpus[*dom].kernel_root() else {
+                    return;
+                };
+                let domid = DOMIDS[*dom];
+                let with_l1: Vec<u64> = (0..256)
+                    .map(|i| slots_va(&[i & 3, i >> 2 & 3, i >> 4 & 3, i >> 6]))
+                    .filter(|&va| mm.walk_to_l1(domid, root, va).is_ok())
+                    .collect();
+                if with_l1.is_empty() {
+                    return;
+                }
+                let va = with_l1[at % with_l1.len()];
+                let granter = DOMIDS[1 - *dom];
+                let mfn = model.doms[1 - *dom][*target];
+                if mm.get_page(mfn, granter).is_err() {
+                    return;
+                }
+                if !*readonly && mm.get_page_type(mfn, granter, PageType::Writable).is_err() {
+                    mm.put_page(mfn).unwrap();
+                    return;
+                }
+                match mm.install_grant_pte(domid, root, va, mfn, *readonly) {
+                    Ok(()) => model.grants.push(Grant {
+                        dom: *dom,
+                        root,
+                        va,
+                        mfn,
+                        readonly: *readonly,
+                    }),
+                    Err(_) => drop_grant_refs(mm, mfn, *readonly).unwrap(),
+                }
+            }
+            Op::GrantUnmap { pick } => {
+                if model.grants.is_empty() {
+                    return;
+                }
+                let g = model.grants[pick % model.grants.len()];
+                let cleared = mm.clear_grant_pte(DOMIDS[g.dom], g.root, g.va, g.mfn, g.readonly);
+                if cleared.is_ok() {
+                    drop_grant_refs(mm, g.mfn, g.readonly).unwrap();
+                    model.grants.remove(pick % model.grants.len());
+                }
+            }
         }
     }
 
-    /// Checks (a), (b) and the hv slots directly, and (c) by recounting every frame's type
-    /// and general references from the validated tables, pins, base pointers and GDTs.
+    /// Checks (a), (b) and the hv slots directly, (e) grant entries in validated L1s are
+    /// never more than the grant mappings of their frame and access (none forged, none
+    /// duplicated), and (c) by recounting every frame's type and general references from the
+    /// validated tables, pins, base pointers, GDTs and grant mappings.
     fn check_invariants(mm: &PvMm<'_, '_, FakeMem>, model: &Model) -> Result<(), String> {
+        let mut grant_entries: HashMap<(DomId, Mfn, bool), usize> = HashMap::new();
         let mut expected: HashMap<Mfn, (PageType, u32, u32)> = HashMap::new();
         let mut typed = |mfn: Mfn, ty: PageType| -> Result<(), String> {
             let e = expected.entry(mfn).or_insert((ty, 0, 0));
@@ -2591,6 +3013,12 @@ mod tests {
                     continue;
                 }
                 let target = entry_mfn(entry);
+                if is_grant_entry(level, entry) {
+                    *grant_entries
+                        .entry((dom, target, entry & PTE_RW == 0))
+                        .or_default() += 1;
+                    continue;
+                }
                 let t = mm
                     .alloc
                     .table()
@@ -2630,6 +3058,25 @@ mod tests {
                 typed(frame, PageType::SegDesc)?;
             }
         }
+        for ((dom, target, readonly), n) in grant_entries {
+            let made = model
+                .grants
+                .iter()
+                .filter(|g| (DOMIDS[g.dom], g.mfn, g.readonly) == (dom, target, readonly))
+                .count();
+            if n > made {
+                return Err(format!(
+                    "d{dom} has {n} grant entries of {target:?} (read-only {readonly}), {made} made"
+                ));
+            }
+        }
+        for g in &model.grants {
+            if g.readonly {
+                untyped.push(g.mfn);
+            } else {
+                typed(g.mfn, PageType::Writable)?;
+            }
+        }
         for target in untyped {
             expected.entry(target).or_insert((PageType::None, 0, 0)).2 += 1;
         }
@@ -2656,12 +3103,16 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
 
-        /// Random page-table, pin, base-pointer, update_va_mapping and GDT requests from two
-        /// domains never let a table or descriptor frame be mapped writable, never let a
-        /// table name another domain's frame or a wrong type, always leave the counts equal
-        /// to a recount from scratch, and relinquish always brings every frame back to zero.
+        /// Random page-table, pin, base-pointer, update_va_mapping, GDT and grant map/unmap
+        /// requests from two domains never let a table or descriptor frame be mapped
+        /// writable, never let a table name another domain's frame (but through a grant
+        /// entry hv made) or a wrong type, never let a guest forge or clobber a grant entry,
+        /// always leave the counts equal to a recount from scratch, and relinquish always
+        /// brings every frame back to zero but what grant mappings hold, whose references
+        /// devalidation never released.
         #[test]
         fn random_requests_keep_the_page_type_invariants(
+            booted in any::<bool>(),
             ops in prop::collection::vec(op(), 1..80)
         ) {
             let mut st = storage();
@@ -2673,7 +3124,19 @@ mod tests {
             ];
             let mut targets: Vec<Mfn> = doms.concat();
             targets.extend([f.hv, f.free, OUTSIDE]);
-            let mut model = Model { doms, targets, vcpus: [VcpuMm::new(); 2] };
+            let mut model = Model { doms, targets, vcpus: [VcpuMm::new(); 2], grants: Vec::new() };
+            if booted {
+                // Half the runs start as the domain builder leaves a domain: a pinned tree
+                // reaching one L1 (frames 0..=3), loaded as the kernel root.
+                for (d, frames) in model.doms.iter().enumerate() {
+                    for level in 0..3 {
+                        mem.write_entry(frames[level], 0, pte(frames[level + 1], P | RW));
+                    }
+                    mem.write_entry(frames[3], 1, pte(frames[4], P | RW));
+                    let mut mm = PvMm::new(&mut alloc, &mut mem, HV_SLOTS);
+                    mm.new_domain_root(DOMIDS[d], &mut model.vcpus[d], frames[0]).unwrap();
+                }
+            }
             let mut mm = PvMm::new(&mut alloc, &mut mem, HV_SLOTS);
             for (i, op) in ops.iter().enumerate() {
                 apply(&mut mm, &mut model, op);
@@ -2681,13 +3144,22 @@ mod tests {
                     prop_assert!(false, "after op {} {:?}: {}", i, op, broken);
                 }
             }
-            // (d) teardown leaves every frame of both domains with zero counts.
+            // (d) teardown leaves every frame of both domains with zero counts but those the
+            // grant mappings hold, and then the grant tables' references are all still there
+            // to be dropped.
             for (d, dom) in DOMIDS.iter().enumerate() {
                 let frames = model.doms[d].clone();
                 let vcpus = core::slice::from_mut(&mut model.vcpus[d]);
                 let mut stuck = Vec::new();
                 let left = mm.relinquish(*dom, vcpus, frames.iter().copied(), |m| stuck.push(m));
-                prop_assert_eq!((left, stuck), (0, vec![]));
+                let mut held: Vec<Mfn> =
+                    model.grants.iter().filter(|g| g.dom != d).map(|g| g.mfn).collect();
+                held.sort();
+                held.dedup();
+                prop_assert_eq!((left, stuck), (held.len(), held));
+            }
+            for g in &model.grants {
+                prop_assert_eq!(drop_grant_refs(&mut mm, g.mfn, g.readonly), Ok(()));
             }
             for m in BASE..BASE + NR_FRAMES {
                 let page = info(&mm, Mfn(m));

@@ -17,7 +17,7 @@ use log::warn;
 use x86_64::registers::control::{Cr4, Cr4Flags};
 
 /// Page tables in the direct map.
-struct DirectMem;
+pub(super) struct DirectMem;
 
 impl PageMemory for DirectMem {
     fn read_entry(&self, table: Mfn, index: usize) -> u64 {
@@ -46,7 +46,7 @@ impl PageMemory for DirectMem {
 }
 
 /// Flushes every TLB entry on this CPU, global ones included (toggling CR4.PGE).
-fn flush_all() {
+pub(super) fn flush_all() {
     let cr4 = Cr4::read();
     if cr4.contains(Cr4Flags::PAGE_GLOBAL) {
         // SAFETY: clearing and restoring PGE flushes the TLB; hv's mappings stay valid.
@@ -272,37 +272,54 @@ pub fn release_frame(domid: DomId, mfn: Mfn) -> bool {
     free && frames.free(mfn, 0).is_ok()
 }
 
-/// Releases everything a stopped domain holds: types, pins, references, and then every frame
-/// it owns (found in the frame table, so none is missed however the domain used its p2m).
-/// Frames that cannot be released (still mapped elsewhere) are reported and kept.
+/// Releases everything a stopped domain holds: types, pins, references, its grant mappings
+/// and grant table, and then every frame it owns (found in the frame table, so none is
+/// missed however the domain used its p2m). Frames other domains still map through its
+/// grants are kept, and freed by the grant tables when the last such mapping goes; any other
+/// frame that cannot be released is reported and kept.
 pub fn teardown(dom: &mut Domain) {
     let mut guard = FRAMES.lock();
     let Some(frames) = guard.as_mut() else { return };
-    let mfns = owned_frames(frames, dom.id);
+    let id = dom.id;
+    let mfns = owned_frames(frames, id);
     let mut vmms: Vec<_> = dom.vcpus.iter().map(|v| v.pv.mm).collect();
     {
         let mut direct = DirectMem;
         let mut pm = PvMm::new(frames, &mut direct, hv_l4_slots());
-        let id = dom.id;
-        pm.relinquish(id, &mut vmms, mfns.iter().copied(), |mfn| {
-            warn!("d{id}: frame {:#x} still in use", mfn.0)
-        });
+        // Frames grant mappings still hold are counted below, once the grant tables let go.
+        pm.relinquish(id, &mut vmms, mfns.iter().copied(), |_| {});
     }
     for (v, vmm) in dom.vcpus.iter_mut().zip(vmms) {
         v.pv.mm = vmm;
     }
-    let mut freed = 0u64;
+    let grants = super::gnttab::release_domain(frames, id);
+    let still_mapped = grants.map_or(0, |r| r.grants_still_mapped);
+    let mut kept = 0usize;
     for &mfn in &mfns {
+        // The grant tables have freed the table frames nobody maps.
+        let owned = frames
+            .table()
+            .get(mfn)
+            .is_some_and(|p| p.owner() == Owner::Domain(id));
+        if !owned {
+            continue;
+        }
         set_m2p(mfn.0, u64::MAX);
-        if frames.free(mfn, 0).is_ok() {
-            freed += 1;
+        if frames.free(mfn, 0).is_err() {
+            kept += 1;
+            if still_mapped == 0 {
+                warn!("d{id}: frame {:#x} still in use", mfn.0);
+            }
         }
     }
     dom.p2m.clear();
     dom.tot_pages = 0;
+    if still_mapped != 0 {
+        log::info!("d{id}: {kept} frames kept while others map {still_mapped} of its grants");
+    }
     log::info!(
-        "d{}: released {freed} of {} frames; {} frames free",
-        dom.id,
+        "d{id}: released {} of {} frames; {} frames free",
+        mfns.len() - kept,
         mfns.len(),
         frames.free_frames()
     );

@@ -7,6 +7,7 @@ pub mod console;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;
+pub mod gnttab;
 pub mod layout;
 pub mod mmu;
 pub mod paging;

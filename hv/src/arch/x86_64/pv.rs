@@ -167,6 +167,17 @@ impl Platform for Machine {
     ) -> Result<MmuDone, Errno> {
         super::mmu::hypercall(dom, vcpu, call, mem)
     }
+    fn grant_table_op(
+        &mut self,
+        dom: &mut Domain,
+        vcpu: usize,
+        cmd: u64,
+        uop: u64,
+        count: u64,
+        mem: &mut dyn GuestMem,
+    ) -> Result<i64, Errno> {
+        super::gnttab::grant_table_op(dom, vcpu, cmd, uop, count, mem)
+    }
     fn alloc_frames(&mut self, domid: u16, order: u32) -> Option<u64> {
         let mfn = super::start::FRAMES
             .lock()
@@ -224,6 +235,14 @@ fn fail(args: core::fmt::Arguments<'_>) -> BuildFailure {
 
 /// Builds domain `id` from its bundle record and queues it to run.
 pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> {
+    if spec.vcpus as usize > hypercall_abi::xen::XEN_LEGACY_MAX_VCPUS {
+        // Their vcpu_info lives in shared_info, which has room for 32.
+        return Err(fail(format_args!(
+            "{} vCPUs: at most {} are supported",
+            spec.vcpus,
+            hypercall_abi::xen::XEN_LEGACY_MAX_VCPUS
+        )));
+    }
     if spec.kind != DomainKind::Pv {
         return Err(fail(format_args!(
             "{:?} domains are not supported yet",
@@ -342,6 +361,10 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
     if let Err(e) = super::mmu::adopt_boot_tables(&mut dom, built.l4_mfn.0) {
         super::mmu::teardown(&mut dom);
         return Err(fail(format_args!("validating the boot page tables: {e:?}")));
+    }
+    if let Err(e) = super::gnttab::add_domain(id, spec.privileged) {
+        super::mmu::teardown(&mut dom);
+        return Err(fail(format_args!("creating the grant table: {e:?}")));
     }
     info!(
         "d{id}: built: {} pages, entry {:#x}, start_info {:#x}, {} page-table frames",
