@@ -1,6 +1,6 @@
 //! One PV vCPU's guest-visible state and the frame manipulations Xen's ABI specifies.
 
-use crate::mm::guest_access::{read_obj, write_obj, Fault, GuestMem};
+use crate::mm::guest_access::{read_obj, Fault, GuestMem};
 use crate::mm::pv::VcpuMm;
 use crate::mm::Mfn;
 use crate::regs::{is_canonical, rflags, Regs};
@@ -317,7 +317,7 @@ pub enum IretError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mm::guest_access::FakeGuestMem;
+    use crate::mm::guest_access::{write_obj, FakeGuestMem};
 
     const STACK: u64 = 0x20_0000;
 
