@@ -25,6 +25,7 @@ mod macros;
 #[cfg(target_arch = "x86_64")]
 pub mod call;
 pub mod callback;
+pub mod domctl;
 pub mod elfnote;
 pub mod errno;
 pub mod event_channel;
@@ -34,6 +35,7 @@ pub mod io;
 pub mod memory;
 pub mod physdev;
 pub mod sched;
+pub mod sysctl;
 pub mod vcpu;
 pub mod xen;
 
