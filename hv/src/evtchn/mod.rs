@@ -116,7 +116,9 @@ impl EvtchnTable {
 
     /// `EVTCHNOP_bind_virq`.
     pub fn bind_virq(&mut self, virq: u32, vcpu: u32) -> Result<u32, EvtchnError> {
-        if virq >= NR_VIRQS {
+        // Xen's order: a bad VIRQ, or a global one asked for another vCPU than 0, is -EINVAL
+        // before the vCPU is looked up.
+        if virq >= NR_VIRQS || (!is_per_vcpu_virq(virq) && vcpu != 0) {
             return Err(EvtchnError::Invalid);
         }
         let slot = self.virqs.get(vcpu as usize).ok_or(EvtchnError::NoVcpu)?[virq as usize];
@@ -331,6 +333,11 @@ mod tests {
         assert_eq!(t.bind_virq(0, 1), Err(EvtchnError::Exists));
         assert_eq!(t.bind_virq(NR_VIRQS, 0), Err(EvtchnError::Invalid));
         assert_eq!(t.bind_virq(0, 2), Err(EvtchnError::NoVcpu));
+        assert_eq!(
+            t.bind_virq(2, 7),
+            Err(EvtchnError::Invalid),
+            "global VIRQ on another vCPU"
+        );
         assert_eq!(t.virq_port(1, 0), Some(p));
         assert_eq!(t.close(p), Ok(Channel::Virq { virq: 0 }));
         assert_eq!(t.virq_port(1, 0), None);

@@ -103,6 +103,30 @@ impl<'a> FrameAllocator<'a> {
         self.free_blocks
     }
 
+    /// Records the RAM frames `[start, end)` as hv's own (its image and what boot took before
+    /// the allocator existed): they are RAM owned by [`Owner::Hypervisor`], never free, so a
+    /// guest naming one is told it belongs to someone else rather than that it is not RAM.
+    /// Frames outside the table are skipped; frames already RAM are an error.
+    pub fn reserve_for_hypervisor(&mut self, start: Mfn, end: Mfn) -> Result<u64, AddRangeError> {
+        if start > end {
+            return Err(AddRangeError::InvalidRange);
+        }
+        let start = start.max(self.table.base_mfn());
+        let end = end.min(self.table.end_mfn());
+        if start >= end {
+            return Ok(0);
+        }
+        let (first, last) = (self.index(start), self.index(Mfn(end.0 - 1)));
+        let frames = &mut self.table.entries_mut()[first..=last];
+        if let Some(i) = frames.iter().position(PageInfo::is_ram) {
+            return Err(AddRangeError::AlreadyRam(Mfn(start.0 + i as u64)));
+        }
+        frames
+            .iter_mut()
+            .for_each(|f| f.make_allocated(Owner::Hypervisor));
+        Ok(end.0 - start.0)
+    }
+
     /// Adds the RAM frames `[start, end)` as free memory: each frame becomes [`Owner::Free`]
     /// and the range is cut into the largest naturally aligned blocks, which coalesce with
     /// free neighbours added before. Returns how many frames were added.
@@ -346,6 +370,35 @@ mod tests {
         let mut frames = vec![PageInfo::NOT_RAM; len];
         let table = FrameTable::new(&mut frames, Mfn(base)).unwrap();
         f(&mut FrameAllocator::new(table))
+    }
+
+    #[test]
+    fn hypervisor_reservations_are_ram_but_never_free() {
+        let mut meta = vec![PageInfo::NOT_RAM; 64];
+        let table = FrameTable::new(&mut meta, Mfn(0x100)).unwrap();
+        let mut a = FrameAllocator::new(table);
+        a.add_free_range(Mfn(0x100), Mfn(0x120)).unwrap();
+        assert_eq!(
+            a.reserve_for_hypervisor(Mfn(0x120), Mfn(0x200)),
+            Ok(0x20),
+            "clipped to the table"
+        );
+        assert_eq!(
+            a.table().get(Mfn(0x130)).unwrap().owner(),
+            Owner::Hypervisor
+        );
+        assert_eq!(a.free_frames(), 0x20);
+        assert!(matches!(
+            a.reserve_for_hypervisor(Mfn(0x110), Mfn(0x111)),
+            Err(AddRangeError::AlreadyRam(_))
+        ));
+        assert!(a.table().get(Mfn(0x130)).unwrap().is_ram());
+        assert_eq!(
+            a.alloc(5, Owner::Domain(1)).ok(),
+            Some(Mfn(0x100)),
+            "only the free range is handed out"
+        );
+        assert_eq!(a.alloc(0, Owner::Domain(1)), Err(AllocError::OutOfMemory));
     }
 
     #[test]

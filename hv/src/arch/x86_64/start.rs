@@ -274,6 +274,17 @@ fn setup_memory(info: &BootInfo, features: &cpu::Features) {
             );
         }
     }
+    // hv's own RAM (its image, and the frame table, M2P and page tables boot took) is RAM
+    // owned by hv in the frame table, not a hole: guests naming it are refused as for any
+    // frame not theirs.
+    for (start, end) in [(image_start, image_end), (early.next, early.top)] {
+        if let Err(e) = frames.reserve_for_hypervisor(
+            Mfn::from_paddr(start),
+            Mfn::from_paddr(end.div_ceil(PAGE_SIZE) * PAGE_SIZE),
+        ) {
+            error!("cannot record hv's frames {start:#x}-{end:#x}: {e:?}");
+        }
+    }
     let heap_order = heap_order(total);
     let Ok(heap) = frames.alloc(heap_order, Owner::Hypervisor) else {
         error!("no memory for the heap");
