@@ -67,6 +67,8 @@ pub struct Vcpu {
     pub slice_left: u32,
     /// x87/SSE registers while not running.
     pub fpu: alloc::boxed::Box<FpuState>,
+    /// Nanoseconds spent on the CPU, up to its last switch out.
+    pub cpu_time_ns: u64,
 }
 
 impl Vcpu {
@@ -83,6 +85,7 @@ impl Vcpu {
             poll_deadline: None,
             slice_left: 0,
             fpu: alloc::boxed::Box::default(),
+            cpu_time_ns: 0,
         }
     }
 }
@@ -98,6 +101,8 @@ pub enum DomainState {
     Shutdown(ShutdownReason),
     /// Crashed (by hv, or `SHUTDOWN_crash`).
     Crashed,
+    /// Destroyed by the control domain (`XEN_DOMCTL_destroydomain`).
+    Destroyed,
 }
 
 /// A guest domain.

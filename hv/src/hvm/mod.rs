@@ -37,6 +37,7 @@
 pub mod cpuid;
 pub mod ept;
 pub mod exit;
+pub mod guest_walk;
 pub mod mmio;
 pub mod msr;
 pub mod pvh_build;

@@ -7,10 +7,12 @@
 //! shutdown, `iret`) say so with an [`Outcome`].
 
 mod console;
+mod domctl;
 pub mod event;
 mod memory;
 mod multicall;
 mod sched;
+mod sysctl;
 mod traps;
 mod vcpu;
 mod version;
@@ -33,6 +35,12 @@ pub trait Platform {
     fn console_read(&mut self, buf: &mut [u8]) -> usize;
     /// The highest machine frame number with RAM.
     fn max_mfn(&self) -> u64;
+    /// RAM frames hv manages (free, hv's own and the domains').
+    fn total_pages(&self) -> u64;
+    /// Frames free now.
+    fn free_pages(&self) -> u64;
+    /// The CPU's (TSC's) frequency in kHz.
+    fn cpu_khz(&self) -> u32;
     /// The machine's memory map as the firmware gave it: (start, length, E820 type).
     fn machine_memory_map(&self) -> alloc::vec::Vec<(u64, u64, u32)>;
     /// Allocates `2^order` scrubbed, contiguous frames to domain `domid`; the first one.
@@ -152,6 +160,9 @@ pub enum Outcome {
     Shutdown(ShutdownReason),
     /// The domain must be crashed (what it asked for cannot be done safely).
     Crash(&'static str),
+    /// Return to the caller once domain `id` (never the caller) has been destroyed
+    /// (`XEN_DOMCTL_destroydomain`): the arch layer stops it and releases what it holds.
+    Destroy(DomId),
 }
 
 /// A hypercall in progress.
@@ -241,6 +252,8 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) 
         Hypercall::Iret => traps::iret(ctx),
         Hypercall::MemoryOp => memory::memory_op(ctx, a[0], a[1]).into(),
         Hypercall::VcpuOp => vcpu::vcpu_op(ctx, a[0], a[1], a[2]).into(),
+        Hypercall::Domctl => domctl::domctl(ctx, a[0]),
+        Hypercall::Sysctl => sysctl::sysctl(ctx, a[0]).into(),
         Hypercall::Multicall if in_multicall => Flow::Value(Err(Errno::EINVAL)),
         Hypercall::Multicall => multicall::multicall(ctx, a[0], a[1]),
         Hypercall::MmuUpdate => mmu(
@@ -353,6 +366,15 @@ pub(crate) mod testing {
         }
         fn max_mfn(&self) -> u64 {
             0x2_0000
+        }
+        fn total_pages(&self) -> u64 {
+            0x1_ff8f
+        }
+        fn free_pages(&self) -> u64 {
+            self.free
+        }
+        fn cpu_khz(&self) -> u32 {
+            2_400_000
         }
         fn machine_memory_map(&self) -> Vec<(u64, u64, u32)> {
             alloc::vec![

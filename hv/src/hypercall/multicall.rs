@@ -10,7 +10,8 @@ use hypercall_abi::xen::{Hypercall, MulticallEntry};
 const STEP: u64 = 128;
 
 /// Runs each entry (op, result, args[6]) and stores its result. A call that stops the vCPU
-/// (yield, block, shutdown) ends the batch after storing its result.
+/// (yield, block, shutdown) ends the batch after storing its result; after a domain destroy
+/// the rest of the batch continues once the arch layer has acted on it.
 pub(super) fn multicall(ctx: &mut Ctx<'_>, list: u64, count: u64) -> Flow {
     // Xen takes the count as 32 bits.
     let count = count & 0xffff_ffff;
@@ -36,6 +37,13 @@ pub(super) fn multicall(ctx: &mut Ctx<'_>, list: u64, count: u64) -> Flow {
         };
         if let Err(f) = write_obj(ctx.mem, at + 8, &raw) {
             return Flow::Value(Err(f.into()));
+        }
+        // The caller goes on after a destroy: the rest of the batch is a continuation, run once
+        // the arch layer has torn the domain down.
+        if matches!(outcome, Outcome::Destroy(_)) && i + 1 < count {
+            let left = count - (i + 1);
+            continuation(ctx.regs, Hypercall::Multicall as u64, i + 1, size, left);
+            return Flow::Regs(outcome);
         }
         if outcome != Outcome::Continue {
             return Flow::Then(Ok(0), outcome);

@@ -16,6 +16,7 @@ pub mod pv;
 pub mod start;
 pub mod time;
 pub mod traps;
+pub mod vmx;
 
 /// Reports a panic in hv and powers off with a failure status.
 #[panic_handler]

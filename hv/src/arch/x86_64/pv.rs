@@ -17,7 +17,7 @@ use crate::domain::state::{Domain, DomainState, FpuState, Peers, Vcpu, VcpuState
 use crate::evtchn::EvtchnTable;
 use crate::hypercall::{self, Ctx, MmuCall, MmuDone, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
-use crate::mm::{Mfn, Owner, PAGE_SIZE};
+use crate::mm::{Mfn, Owner, RegionKind, PAGE_SIZE};
 use crate::pv::emulate::{decode_gp, decode_ud, pv_cpuid, Insn, MAX_INSN};
 use crate::regs::{rflags, Regs};
 use crate::sched::{self, VcpuRef, SLICE_TICKS};
@@ -41,6 +41,8 @@ struct Runtime {
     /// Free frames before the first domain was built (every frame must come back).
     free_before: u64,
     current: Option<VcpuRef>,
+    /// System time at which `current` was last switched in (its CPU time runs from there).
+    since: u64,
     /// CR3, GS base, FS base and CR0.TS as loaded, to skip redundant reloads.
     loaded: Loaded,
 }
@@ -61,6 +63,7 @@ static RUNTIME: Mutex<Runtime> = Mutex::new(Runtime {
     boot_failures: 0,
     free_before: 0,
     current: None,
+    since: 0,
     loaded: Loaded {
         cr3: 0,
         gs: 0,
@@ -151,6 +154,19 @@ impl Platform for Machine {
     }
     fn max_mfn(&self) -> u64 {
         super::start::max_mfn()
+    }
+    fn total_pages(&self) -> u64 {
+        super::start::firmware_map()
+            .iter()
+            .filter(|r| r.kind == RegionKind::Ram)
+            .map(|r| (r.end / PAGE_SIZE).saturating_sub(r.start.div_ceil(PAGE_SIZE)))
+            .sum()
+    }
+    fn free_pages(&self) -> u64 {
+        free_frames()
+    }
+    fn cpu_khz(&self) -> u32 {
+        u32::try_from(time::tsc_hz() / 1000).unwrap_or(u32::MAX)
     }
     fn machine_memory_map(&self) -> Vec<(u64, u64, u32)> {
         super::start::firmware_map()
@@ -243,11 +259,10 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
             hypercall_abi::xen::XEN_LEGACY_MAX_VCPUS
         )));
     }
-    if spec.kind != DomainKind::Pv {
-        return Err(fail(format_args!(
-            "{:?} domains are not supported yet",
-            spec.kind
-        )));
+    if spec.kind == DomainKind::Pvh {
+        let dom = super::vmx::build_pvh_domain(id, spec).map_err(BuildFailure)?;
+        RUNTIME.lock().domains.push(dom);
+        return Ok(());
     }
     let image =
         XenImage::parse(spec.kernel).map_err(|e| fail(format_args!("kernel image: {e}")))?;
@@ -396,6 +411,7 @@ pub fn run(boot_failures: usize) -> ! {
     // uses it before the first guest runs.
     let frame = unsafe { &mut *entry::guest_frame() };
     schedule(&mut rt, frame, None);
+    run_hvm(&mut rt, frame);
     load_context(&mut rt, frame);
     if deliver_events(&mut rt, frame) {
         load_context(&mut rt, frame);
@@ -625,6 +641,37 @@ fn set_gpr(r: &mut Regs, reg: u8, value: u64) {
 
 /// Acts on a guest entry's outcome, then prepares the frame for the return to a guest.
 fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
+    // The common case (a hypercall returning to its caller) has nothing to apply.
+    if outcome != Outcome::Continue {
+        let before = rt.current;
+        apply(rt, frame, outcome);
+        // Only a switch can make an HVM vCPU current (this entry came from a PV one).
+        if rt.current != before {
+            run_hvm(rt, frame);
+        }
+    }
+    // The vCPU's address space must be live before an upcall frame is written to its stack
+    // (after a switch, CR3 still holds the previous vCPU's); the upcall may change its mode.
+    load_context(rt, frame);
+    if deliver_events(rt, frame) {
+        load_context(rt, frame);
+    }
+}
+
+/// While the scheduler's choice is an HVM vCPU, runs it (VMX) and applies its outcome; returns
+/// when a PV vCPU is current, whose frame the caller then returns to.
+fn run_hvm(rt: &mut Runtime, frame: &mut Regs) {
+    while let Some((d, v)) = rt.current {
+        if !super::vmx::is_hvm(rt.domains[d].id) {
+            return;
+        }
+        let outcome = super::vmx::run_vcpu(&mut rt.domains, d, v, &mut Machine);
+        apply(rt, frame, outcome);
+    }
+}
+
+/// Acts on a guest entry's outcome: switches vCPUs, stops domains.
+fn apply(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
     let cur = rt.current;
     match outcome {
         Outcome::Continue => {}
@@ -655,12 +702,15 @@ fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
             }
             schedule(rt, frame, cur);
         }
-    }
-    // The vCPU's address space must be live before an upcall frame is written to its stack
-    // (after a switch, CR3 still holds the previous vCPU's); the upcall may change its mode.
-    load_context(rt, frame);
-    if deliver_events(rt, frame) {
-        load_context(rt, frame);
+        Outcome::Destroy(id) => {
+            if let Some(t) = rt.domains.iter().position(|d| d.id == id) {
+                info!(
+                    "d{id} ({}): destroyed by the control domain",
+                    rt.domains[t].name
+                );
+                stop(rt, t, DomainState::Destroyed);
+            }
+        }
     }
 }
 
@@ -689,6 +739,7 @@ fn stop(rt: &mut Runtime, d: usize, state: DomainState) {
         v.state = VcpuState::Down;
     }
     hypercall::event::close_all(dom, &mut peers);
+    super::vmx::destroy_domain(dom.id);
     super::mmu::teardown(dom);
 }
 
@@ -698,6 +749,7 @@ fn schedule(rt: &mut Runtime, frame: &mut Regs, current: Option<VcpuRef>) {
     if let Some((d, v)) = current {
         let vcpu = &mut rt.domains[d].vcpus[v];
         vcpu.regs = *frame;
+        vcpu.cpu_time_ns += time::now_ns().saturating_sub(rt.since);
         fpu_save(&mut vcpu.fpu);
     }
     rt.current = None;
@@ -723,15 +775,18 @@ fn schedule(rt: &mut Runtime, frame: &mut Regs, current: Option<VcpuRef>) {
     rt.loaded.ts = false;
     update_time(dom.shared, v);
     rt.current = Some(next);
+    rt.since = time::now_ns();
 }
 
 /// Every domain has stopped: report and power off.
 fn finish(rt: &Runtime) -> ! {
     let clean = rt.boot_failures == 0
-        && rt
-            .domains
-            .iter()
-            .all(|d| d.state == DomainState::Shutdown(ShutdownReason::Poweroff));
+        && rt.domains.iter().all(|d| {
+            matches!(
+                d.state,
+                DomainState::Shutdown(ShutdownReason::Poweroff) | DomainState::Destroyed
+            )
+        });
     for d in &rt.domains {
         info!("d{} ({}): {:?}", d.id, d.name, d.state);
     }

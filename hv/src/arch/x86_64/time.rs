@@ -8,6 +8,7 @@ use x86_64::instructions::port::Port;
 
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 static SCALE: Once<TscScale> = Once::new();
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 
 /// Nanoseconds since boot (0 until the TSC is calibrated).
 pub fn now_ns() -> u64 {
@@ -20,6 +21,11 @@ pub fn scale() -> TscScale {
         .get()
         .copied()
         .unwrap_or(TscScale { mul: 0, shift: 0 })
+}
+
+/// The TSC frequency in Hz (0 until calibrated).
+pub fn tsc_hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
 }
 
 /// System time (ns since boot) at TSC value `tsc`.
@@ -125,6 +131,7 @@ pub fn calibrate() -> Result<(u64, Method), NoReference> {
     };
     let scale = TscScale::from_hz(hz).ok_or(NoReference)?;
     SCALE.call_once(|| scale);
+    TSC_HZ.store(hz, Ordering::Relaxed);
     Ok((hz, method))
 }
 
