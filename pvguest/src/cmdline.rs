@@ -1,5 +1,7 @@
 //! The guest command line (`start_info.cmd_line`): its first word chooses what pvguest does.
 
+use crate::pair::{GrantArgs, PingpongArgs};
+
 /// What pvguest was asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -12,6 +14,15 @@ pub enum Mode {
     /// Attack the hypervisor's memory isolation and report one line per attack (see
     /// `crate::hostile`).
     Hostile,
+    /// Use the control domain's `domctl`/`sysctl` operations, or check that they are
+    /// refused to an unprivileged domain (see `kernel::control`).
+    Control,
+    /// Yield forever, until another domain destroys this one.
+    Spin,
+    /// Exchange events with a peer domain over an interdomain channel (see `crate::pair`).
+    Pingpong(PingpongArgs),
+    /// Grant pages to a peer domain, or map and copy its grants (see `crate::pair`).
+    Grant(GrantArgs),
 }
 
 /// The ways `crash=<how>` makes the domain die.
@@ -42,21 +53,32 @@ impl CrashKind {
 }
 
 /// The line printed when the command line names no known mode.
-pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
+pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
 
 /// The first word of `cmdline` that names no known mode (empty when the line is empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UnknownMode<'a>(pub &'a str);
 
 /// Picks the mode from the first whitespace-separated word of `cmdline`. Later words are
-/// ignored: Xen may append options of its own to the initial domain's command line.
+/// ignored (Xen may append options of its own to the initial domain's command line), except
+/// the `key=value` arguments of the two-domain modes; a bad one is reported as the unknown
+/// word.
 pub fn parse_mode(cmdline: &[u8]) -> Result<Mode, UnknownMode<'_>> {
     let text = core::str::from_utf8(cmdline).unwrap_or("");
-    let word = text.split_ascii_whitespace().next().unwrap_or("");
+    let mut words = text.split_ascii_whitespace();
+    let word = words.next().unwrap_or("");
     match word {
         "selftest" => Ok(Mode::Selftest),
         "bench" => Ok(Mode::Bench),
         "hostile" => Ok(Mode::Hostile),
+        "control" => Ok(Mode::Control),
+        "spin" => Ok(Mode::Spin),
+        "pingpong" => PingpongArgs::parse(words)
+            .map(Mode::Pingpong)
+            .map_err(|bad| UnknownMode(bad.0)),
+        "grant" => GrantArgs::parse(words)
+            .map(Mode::Grant)
+            .map_err(|bad| UnknownMode(bad.0)),
         other => match other.strip_prefix("crash=") {
             Some(how) => CrashKind::ALL
                 .iter()
@@ -79,6 +101,8 @@ mod tests {
         assert_eq!(parse_mode(b"selftest\tfoo=1"), Ok(Mode::Selftest));
         assert_eq!(parse_mode(b"bench filter=evtchn"), Ok(Mode::Bench));
         assert_eq!(parse_mode(b"hostile"), Ok(Mode::Hostile));
+        assert_eq!(parse_mode(b"control"), Ok(Mode::Control));
+        assert_eq!(parse_mode(b"spin x"), Ok(Mode::Spin));
     }
 
     #[test]
@@ -96,6 +120,42 @@ mod tests {
             Err(UnknownMode("crash=sideways"))
         );
         assert_eq!(parse_mode(b"crash="), Err(UnknownMode("crash=")));
+    }
+
+    #[test]
+    fn two_domain_modes_take_their_arguments() {
+        use crate::pair::{PairArgs, Role};
+        assert_eq!(
+            parse_mode(b"pingpong role=client peer=1 port=1 rounds=5"),
+            Ok(Mode::Pingpong(PingpongArgs {
+                pair: PairArgs {
+                    role: Role::Client,
+                    peer: 1,
+                    port: Some(1)
+                },
+                rounds: 5
+            }))
+        );
+        assert_eq!(
+            parse_mode(b"grant role=granter peer=2"),
+            Ok(Mode::Grant(GrantArgs {
+                pair: PairArgs {
+                    role: Role::Server,
+                    peer: 2,
+                    port: None
+                },
+                rw_ref: 8,
+                ro_ref: 9
+            }))
+        );
+        assert_eq!(
+            parse_mode(b"pingpong role=client peer=1"),
+            Err(UnknownMode("port="))
+        );
+        assert_eq!(
+            parse_mode(b"grant role=granter peer=x"),
+            Err(UnknownMode("peer=x"))
+        );
     }
 
     #[test]

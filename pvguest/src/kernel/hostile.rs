@@ -74,7 +74,10 @@ extern "C" {
 global_asm!(
     r#"
     .text
-    .balign 16
+    /* Page aligned: the read-only alias of this page (RO_TEXT_VA) then starts with these
+       known bytes, so calls that read their argument from it see the same junk on every
+       build and every hypervisor. */
+    .balign 4096
     .globl hostile_probe_write, hostile_probe_write_fixup
 hostile_probe_write:
     movq $0x6b6b6b6b, (%rdi)

@@ -4,11 +4,16 @@
 #[macro_use]
 mod console;
 mod bench;
+mod control;
 mod crash;
 mod entry;
+mod events;
+mod grants;
 mod hostile;
 mod mm;
+mod pair;
 mod pv;
+mod pvh;
 mod selftest;
 mod traps;
 mod user;
@@ -111,6 +116,20 @@ extern "C" fn pvguest_start(start_info: *const StartInfo, boot_rsp: u64) -> ! {
         }
         Ok(Mode::Hostile) => {
             hostile::run(&mut kernel);
+            pv::shutdown(ShutdownReason::Poweroff)
+        }
+        Ok(Mode::Control) => pv::shutdown(if control::run(&kernel) {
+            ShutdownReason::Poweroff
+        } else {
+            ShutdownReason::Crash
+        }),
+        Ok(Mode::Spin) => control::spin(),
+        Ok(Mode::Pingpong(args)) => {
+            pair::pingpong(args);
+            pv::shutdown(ShutdownReason::Poweroff)
+        }
+        Ok(Mode::Grant(args)) => {
+            pair::grant(&mut kernel, args);
             pv::shutdown(ShutdownReason::Poweroff)
         }
         Err(unknown) => {

@@ -82,19 +82,6 @@ pub fn clear_port(port: EvtchnPort) {
     w.fetch_and(!m, Ordering::SeqCst);
 }
 
-/// Acknowledges an upcall: clears `evtchn_upcall_pending` and the pending selector. The
-/// ports' own pending bits stay set for whoever waits on them.
-pub fn ack_upcall() {
-    let v = vcpu0();
-    // SAFETY: both fields lie in the mapped shared-info page; Xen sets them atomically and
-    // the guest clears them, so an atomic operation on the selector loses no bits.
-    unsafe {
-        addr_of_mut!((*v).evtchn_upcall_pending).write_volatile(0);
-        let sel = &*(addr_of!((*v).evtchn_pending_sel) as *const AtomicU64);
-        sel.store(0, Ordering::SeqCst);
-    }
-}
-
 /// The TSC.
 pub fn rdtsc() -> u64 {
     let lo: u32;

@@ -11,7 +11,7 @@ use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::{Hypercall, TrapInfo, FLAT_KERNEL_CS64};
 
 use super::entry::{self, TrapFrame, NR_EXCEPTIONS, VECTOR_EVENT, VECTOR_SYSCALL};
-use super::{pv, user};
+use super::{events, pv, user};
 
 /// #NM, device not available.
 pub const VECTOR_NM: u64 = 7;
@@ -151,7 +151,7 @@ pub fn register_callbacks() -> Result<(), HypercallError> {
 extern "C" fn pvguest_trap(frame: &mut TrapFrame) -> u64 {
     match frame.vector {
         VECTOR_EVENT => {
-            pv::ack_upcall();
+            events::upcall();
             UPCALLS.fetch_add(1, Ordering::SeqCst);
             0
         }

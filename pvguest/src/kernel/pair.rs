@@ -1,0 +1,428 @@
+//! The two-domain modes: `pingpong` (events back and forth over an interdomain channel) and
+//! `grant` (pages granted by one domain, mapped and copied by the other). Both sides print one
+//! line per finding and a verdict; `crate::pair` in the library holds their arguments, tally
+//! and page patterns.
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use hypercall_abi::errno::{Errno, HypercallError};
+use hypercall_abi::event_channel::{EvtchnPort, EvtchnStat};
+use hypercall_abi::grant_table::{
+    GnttabCopy, GnttabCopyPtr, GrantRef, GrantStatus, GNTCOPY_SOURCE_GREF,
+};
+use hypercall_abi::xen::DOMID_SELF;
+use pvguest::front::evtchn;
+use pvguest::front::grant::{self, GrantError, GrantMapping};
+use pvguest::pair::{
+    checksum, fill_pattern, pattern_checksum, GrantArgs, PairArgs, PingpongArgs, PingpongTally,
+    Role, GRANTER_SEED, MAPPER_SEED, PAGE_WORDS, READONLY_SEED,
+};
+
+use super::grants::{self, Window};
+use super::{events, pv, Kernel};
+
+/// How long either side waits for the other to allocate or bind the channel.
+const BIND_PATIENCE_NS: u64 = 10_000_000_000;
+/// How long a ping-pong turn may take before its event counts as lost.
+const TURN_TIMEOUT_NS: u64 = 2_000_000_000;
+/// How long a grant step may take (the peer maps, copies and checks meanwhile).
+const STEP_TIMEOUT_NS: u64 = 10_000_000_000;
+/// How long each side listens after the last turn for an event that should not come.
+const QUIET_NS: u64 = 20_000_000;
+/// A grant reference beyond any table hv gives a domain.
+const OUT_OF_RANGE_REF: GrantRef = 1 << 24;
+
+/// Events the peer's port delivered, counted by its handler.
+static PEER_EVENTS: AtomicU32 = AtomicU32::new(0);
+
+fn peer_event(_: EvtchnPort, _: usize) {
+    PEER_EVENTS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The channel to the peer, with a handler counting its events.
+struct Peer {
+    port: EvtchnPort,
+    /// Events accounted for so far.
+    taken: u32,
+}
+
+impl Peer {
+    /// Sets up the channel as `pair.role` says: the server allocates the first port of its
+    /// domain for the peer (and checks it is `pair.port` if that was given) and waits until
+    /// the peer has bound it; the client binds to the server's port, retrying while the server
+    /// has not allocated it yet (`-EINVAL`).
+    /// Then the timer is bound for the waits' timeouts, after the channel so that the
+    /// channel's port is the domain's first.
+    fn connect(mode: &str, pair: PairArgs) -> Result<Peer, String> {
+        let hc = pv::hypercalls();
+        let port = match (pair.role, pair.port) {
+            (Role::Server, want) => {
+                let port = evtchn::alloc_unbound(&hc, pair.peer)
+                    .map_err(|e| format!("alloc_unbound for d{}: {e}", pair.peer))?;
+                println!("{mode}: allocated port {port} for d{}", pair.peer);
+                if want.is_some_and(|w| w != port) {
+                    return Err(format!("port {port} is not the agreed {want:?}"));
+                }
+                // An event sent before the peer binds would be dropped: wait for the bind.
+                let deadline = pv::system_time_ns() + BIND_PATIENCE_NS;
+                loop {
+                    let status = evtchn::status(&hc, port)
+                        .map_err(|e| format!("status of port {port}: {e}"))?;
+                    if status.status == EvtchnStat::Interdomain.raw() {
+                        break;
+                    }
+                    if pv::system_time_ns() >= deadline {
+                        return Err(format!("d{} did not bind port {port}", pair.peer));
+                    }
+                    let _ = hc.sched_op_yield();
+                }
+                port
+            }
+            (Role::Client, remote) => {
+                let remote = remote.ok_or("a client needs port=")?;
+                let deadline = pv::system_time_ns() + BIND_PATIENCE_NS;
+                let mut tries = 1u32;
+                let port = loop {
+                    match evtchn::bind_interdomain(&hc, pair.peer, remote) {
+                        Ok(port) => break port,
+                        Err(HypercallError::Errno(Errno::EINVAL))
+                            if pv::system_time_ns() < deadline =>
+                        {
+                            tries += 1;
+                            let _ = hc.sched_op_yield();
+                        }
+                        Err(e) => {
+                            return Err(format!(
+                                "bind_interdomain(d{}, port {remote}) after {tries} tries: {e}",
+                                pair.peer
+                            ))
+                        }
+                    }
+                };
+                println!(
+                    "{mode}: bound port {port} to d{} port {remote} after {tries} tries",
+                    pair.peer
+                );
+                port
+            }
+        };
+        PEER_EVENTS.store(0, Ordering::SeqCst);
+        events::init_timer()?;
+        events::bind_handler(port, peer_event, 0)?;
+        Ok(Peer { port, taken: 0 })
+    }
+
+    fn send(&self) -> Result<(), String> {
+        evtchn::send(&pv::hypercalls(), self.port)
+            .map_err(|e| format!("send on port {}: {e}", self.port))
+    }
+
+    /// Waits for the peer's next event. Returns how many events beyond the one awaited
+    /// arrived (0 in a correct exchange), or `None` on a timeout.
+    fn wait(&mut self, timeout_ns: u64) -> Option<u32> {
+        let want = self.taken + 1;
+        if !events::wait_until(|| PEER_EVENTS.load(Ordering::SeqCst) >= want, timeout_ns) {
+            return None;
+        }
+        let seen = PEER_EVENTS.load(Ordering::SeqCst);
+        self.taken = seen;
+        // Upcalls are masked now: a pending bit means an event arrived after the dispatch,
+        // before this side answered, i.e. one that was not due.
+        let early = u32::from(pv::port_pending(self.port));
+        if early != 0 {
+            pv::clear_port(self.port);
+        }
+        Some(seen - want + early)
+    }
+
+    /// Events that arrive within `QUIET_NS` (none should).
+    fn stray_events(&mut self) -> u32 {
+        let taken = self.taken;
+        events::wait_until(|| PEER_EVENTS.load(Ordering::SeqCst) > taken, QUIET_NS);
+        let seen = PEER_EVENTS.load(Ordering::SeqCst);
+        self.taken = seen;
+        seen - taken
+    }
+
+    fn close(self) {
+        events::unbind_handler(self.port);
+        let _ = evtchn::close(&pv::hypercalls(), self.port);
+    }
+}
+
+/// `pingpong`: strict alternation of events with the peer, the server sending first.
+pub fn pingpong(args: PingpongArgs) -> bool {
+    let role = args.pair.role;
+    let mut tally = PingpongTally::new(role, args.rounds);
+    let ok = match Peer::connect("pingpong", args.pair) {
+        Ok(mut peer) => {
+            let exchanged = exchange(&mut peer, role, &mut tally);
+            tally.doubled += peer.stray_events();
+            peer.close();
+            exchanged
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &ok {
+        println!("pingpong: {e}");
+    }
+    println!("{tally}");
+    let success = ok.is_ok() && tally.success();
+    println!("pingpong: {}", if success { "SUCCESS" } else { "FAILURE" });
+    success
+}
+
+fn exchange(peer: &mut Peer, role: Role, tally: &mut PingpongTally) -> Result<(), String> {
+    let start = pv::system_time_ns();
+    for _ in 0..tally.rounds {
+        if role == Role::Server {
+            peer.send()?;
+        }
+        match peer.wait(TURN_TIMEOUT_NS) {
+            Some(extra) => {
+                tally.received += 1;
+                tally.doubled += extra;
+            }
+            None => {
+                tally.timed_out = true;
+                return Err(format!(
+                    "no event from the peer within {} ms after {} received",
+                    TURN_TIMEOUT_NS / 1_000_000,
+                    tally.received
+                ));
+            }
+        }
+        if role == Role::Client {
+            peer.send()?;
+        }
+    }
+    let took = pv::system_time_ns() - start;
+    println!(
+        "pingpong: {} rounds in {} us ({} ns per round trip)",
+        tally.rounds,
+        took / 1000,
+        took / u64::from(tally.rounds.max(1))
+    );
+    Ok(())
+}
+
+/// One line per check, and whether all passed.
+struct Checks {
+    failed: u32,
+}
+
+impl Checks {
+    fn check(&mut self, name: &str, result: Result<(), String>) -> bool {
+        match result {
+            Ok(()) => println!("grant: {name} ok"),
+            Err(why) => {
+                self.failed += 1;
+                println!("grant: {name} FAILED: {why}");
+            }
+        }
+        self.failed == 0
+    }
+
+    fn verdict(&self) -> bool {
+        let success = self.failed == 0;
+        println!("grant: {}", if success { "SUCCESS" } else { "FAILURE" });
+        success
+    }
+}
+
+fn expect(what: &str, got: u64, want: u64) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} is {got:#x}, expected {want:#x}"))
+    }
+}
+
+fn refused(result: Result<GrantMapping, GrantError>, want: GrantStatus) -> Result<(), String> {
+    match result {
+        Err(GrantError::Status(s)) if s == want => Ok(()),
+        Err(e) => Err(format!("refused with {e}, expected status {}", want.raw())),
+        Ok(m) => {
+            // SAFETY: the mapping that should not exist is at a window page nothing uses.
+            let _ = unsafe { grant::unmap_grant(&pv::hypercalls(), m) };
+            Err("the map succeeded".into())
+        }
+    }
+}
+
+/// `grant`: the granter's or the mapper's side.
+pub fn grant(k: &mut Kernel, args: GrantArgs) -> bool {
+    let mut checks = Checks { failed: 0 };
+    let mut window = Window::default();
+    let result = match args.pair.role {
+        Role::Server => granter(k, args, &mut window, &mut checks),
+        Role::Client => mapper(k, args, &mut window, &mut checks),
+    };
+    if let Err(e) = result {
+        checks.check("run", Err(e));
+    }
+    checks.verdict()
+}
+
+/// Fills a fresh frame with `seed`'s pattern; returns its machine frame and address.
+fn patterned_frame(k: &mut Kernel, window: &mut Window, seed: u64) -> Result<(u64, u64), String> {
+    let frame = k.mm.alloc_frame()?;
+    let va = window.map_frame(k, frame.mfn)?;
+    let mut words = [0u64; PAGE_WORDS];
+    fill_pattern(seed, &mut words);
+    // SAFETY: `va` maps the fresh frame writable, and nothing else refers to it.
+    unsafe { grants::write_page(va, &words) };
+    Ok((frame.mfn, va))
+}
+
+fn granter(
+    k: &mut Kernel,
+    args: GrantArgs,
+    window: &mut Window,
+    checks: &mut Checks,
+) -> Result<(), String> {
+    let peer_id = args.pair.peer;
+    let mut table = grants::own_table(k, window)?;
+    checks.check("set up own table", Ok(()));
+    let (rw_mfn, rw_va) = patterned_frame(k, window, GRANTER_SEED)?;
+    let (ro_mfn, _) = patterned_frame(k, window, READONLY_SEED)?;
+    let rw = table
+        .grant_access(peer_id, rw_mfn, false)
+        .map_err(|e| e.to_string())?;
+    let ro = table
+        .grant_access(peer_id, ro_mfn, true)
+        .map_err(|e| e.to_string())?;
+    println!("grant: granted ref {rw} (read-write) and ref {ro} (read-only) to d{peer_id}");
+    checks.check(
+        "refs as agreed",
+        expect("read-write ref", rw.into(), args.rw_ref.into()).and(expect(
+            "read-only ref",
+            ro.into(),
+            args.ro_ref.into(),
+        )),
+    );
+    // The channel comes after the grants: once the mapper has bound, they exist.
+    let mut peer = Peer::connect("grant", args.pair)?;
+    let result = (|| {
+        peer.wait(STEP_TIMEOUT_NS)
+            .ok_or("the mapper did not finish its first round")?;
+        // SAFETY: `rw_va` maps our granted frame; the mapper is done writing it.
+        let seen = checksum(&unsafe { grants::read_page(rw_va) });
+        checks.check(
+            "mapper's pattern",
+            expect("checksum", seen, pattern_checksum(MAPPER_SEED)),
+        );
+        checks.check(
+            "end access while mapped refused",
+            match table.end_access(rw) {
+                Err(GrantError::InUse(_)) => Ok(()),
+                Err(e) => Err(format!("refused with {e}, expected in use")),
+                Ok(()) => Err("access ended under the mapping".into()),
+            },
+        );
+        peer.send()?;
+        peer.wait(STEP_TIMEOUT_NS)
+            .ok_or("the mapper did not unmap")?;
+        checks.check(
+            "end access after unmap",
+            table.end_access(rw).map_err(|e| e.to_string()),
+        );
+        checks.check(
+            "end read-only access",
+            table.end_access(ro).map_err(|e| e.to_string()),
+        );
+        Ok(())
+    })();
+    peer.close();
+    result
+}
+
+fn mapper(
+    k: &mut Kernel,
+    args: GrantArgs,
+    window: &mut Window,
+    checks: &mut Checks,
+) -> Result<(), String> {
+    let hc = pv::hypercalls();
+    let dom = args.pair.peer;
+    let mut peer = Peer::connect("grant", args.pair)?;
+    let va = window.page(k)?;
+    let result = (|| {
+        // SAFETY: `va` is a window page with its L1 in place and nothing mapped or referred
+        // to there.
+        let mapped = unsafe { grant::map_grant(&hc, dom, args.rw_ref, va, false) };
+        if checks.check(
+            "map read-write grant",
+            mapped.map(|_| ()).map_err(|e| e.to_string()),
+        ) {
+            if let Ok(m) = mapped {
+                // SAFETY: `va` maps the granted page; only this code touches it.
+                let seen = checksum(&unsafe { grants::read_page(va) });
+                checks.check(
+                    "granter's pattern",
+                    expect("checksum", seen, pattern_checksum(GRANTER_SEED)),
+                );
+                let mut words = [0u64; PAGE_WORDS];
+                fill_pattern(MAPPER_SEED, &mut words);
+                // SAFETY: as above, mapped writable.
+                unsafe { grants::write_page(va, &words) };
+                // SAFETY: nothing refers to the page any more.
+                let unmapped = unsafe { grant::unmap_grant(&hc, m) };
+                checks.check("unmap", unmapped.map_err(|e| e.to_string()));
+            }
+        }
+
+        let own = k.mm.alloc_frame()?;
+        let own_va = window.map_frame(k, own.mfn)?;
+        let mut copy = [GnttabCopy {
+            source: GnttabCopyPtr::from_gref(dom, args.ro_ref, 0),
+            dest: GnttabCopyPtr::from_gmfn(DOMID_SELF, own.mfn, 0),
+            len: 4096,
+            flags: GNTCOPY_SOURCE_GREF,
+            ..GnttabCopy::default()
+        }];
+        // SAFETY: the destination is a fresh frame only reached through `own_va`, read
+        // volatile below.
+        let copied = unsafe { grant::copy(&hc, &mut copy) };
+        checks.check(
+            "copy read-only grant",
+            copied.map_err(|e| e.to_string()).and_then(|()| {
+                // SAFETY: `own_va` maps our own frame.
+                let seen = checksum(&unsafe { grants::read_page(own_va) });
+                expect("checksum", seen, pattern_checksum(READONLY_SEED))
+            }),
+        );
+        // SAFETY: as for the first map.
+        let writable_ro = unsafe { grant::map_grant(&hc, dom, args.ro_ref, va, false) };
+        // Xen refuses to write-pin a read-only entry with GNTST_general_error.
+        checks.check(
+            "map read-only grant writable refused",
+            refused(writable_ro, GrantStatus::GeneralError),
+        );
+        // SAFETY: as for the first map.
+        let beyond = unsafe { grant::map_grant(&hc, dom, OUT_OF_RANGE_REF, va, true) };
+        checks.check(
+            "map out-of-range ref refused",
+            refused(beyond, GrantStatus::BadGntref),
+        );
+        // SAFETY: as for the first map.
+        let held = unsafe { grant::map_grant(&hc, dom, args.rw_ref, va, false) };
+        checks.check(
+            "map again and hold",
+            held.map(|_| ()).map_err(|e| e.to_string()),
+        );
+        peer.send()?;
+        peer.wait(STEP_TIMEOUT_NS)
+            .ok_or("the granter did not answer")?;
+        if let Ok(m) = held {
+            // SAFETY: nothing refers to the page.
+            let unmapped = unsafe { grant::unmap_grant(&hc, m) };
+            checks.check("unmap held mapping", unmapped.map_err(|e| e.to_string()));
+        }
+        peer.send()
+    })();
+    peer.close();
+    result
+}

@@ -1,0 +1,264 @@
+//! The PVH start of day: the same image started by a Xen-compatible hypervisor as an HVM
+//! guest at `XEN_ELFNOTE_PHYS32_ENTRY` (32-bit protected mode, paging off, EBX = physical
+//! address of `hvm_start_info`; Xen's `docs/misc/pvh.pandoc`).
+//!
+//! The entry enters long mode itself with an identity map of the first GiB in 2 MiB pages
+//! (the image links virtual = physical), finds Xen's CPUID leaves, has the hypervisor fill
+//! the hypercall page through the MSR those leaves name (its stubs use `vmcall`), maps the
+//! shared-info page with `XENMEM_add_to_physmap`, and runs the selftest checks that apply to
+//! an HVM guest. The command line word `pvh-triple-fault` makes it triple-fault on purpose
+//! instead (the hypervisor must crash only this domain).
+
+use core::arch::{global_asm, x86_64::__cpuid};
+use core::ptr::{addr_of, addr_of_mut};
+
+use hypercall_abi::hvm::{HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
+use hypercall_abi::memory::{MemoryOp, XenAddToPhysmap, XenMapSpace};
+use hypercall_abi::sched::ShutdownReason;
+use hypercall_abi::xen::DOMID_SELF;
+use pvguest::ensure;
+use pvguest::selftest::{CheckResult, Tally};
+
+use super::{entry, pv};
+
+global_asm!(
+    r#"
+    .pushsection .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 4
+    .long {note_phys32_entry}
+    .asciz "Xen"
+    .long pvh_start32
+    .popsection
+
+    .section .text.pvh32, "ax"
+    .code32
+    .globl pvh_start32
+pvh_start32:
+    cld
+    movl $pvh_stack_top, %esp
+    movl %ebx, %edi
+    /* PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB (present, writable, large). */
+    movl $pvh_pdpt + 3, pvh_pml4
+    movl $pvh_pd + 3, pvh_pdpt
+    xorl %ecx, %ecx
+1:  movl %ecx, %eax
+    shll $21, %eax
+    orl $0x83, %eax
+    movl %eax, pvh_pd(,%ecx,8)
+    incl %ecx
+    cmpl $512, %ecx
+    jne 1b
+    movl %cr4, %eax
+    orl $0x20, %eax             /* PAE */
+    movl %eax, %cr4
+    movl $pvh_pml4, %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx
+    rdmsr
+    orl $0x100, %eax            /* EFER.LME */
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80000001, %eax       /* PG | PE */
+    movl %eax, %cr0
+    lgdt pvh_gdt_ptr
+    ljmp $0x08, $pvh_start64
+
+    .code64
+pvh_start64:
+    movl $0x10, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    movl %eax, %fs
+    movl %eax, %gs
+    movl $pvh_stack_top, %esp
+    movl %edi, %edi
+    xorl %ebp, %ebp
+    call pvh_main
+    ud2
+
+    .section .data.pvh, "aw"
+    .balign 8
+pvh_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff    /* 0x08: 64-bit code */
+    .quad 0x00cf92000000ffff    /* 0x10: flat data */
+pvh_gdt_ptr:
+    .word 23
+    .long pvh_gdt
+
+    .section .bss.pvh, "aw", @nobits
+    .balign 4096
+pvh_pml4: .skip 4096
+pvh_pdpt: .skip 4096
+pvh_pd: .skip 4096
+pvh_stack: .skip 32768
+pvh_stack_top:
+    .text
+    "#,
+    note_phys32_entry = const hypercall_abi::elfnote::XenElfnote::Phys32Entry as u32,
+    options(att_syntax)
+);
+
+/// One PVH selftest check.
+type Check = fn(&HvmStartInfo) -> CheckResult;
+
+/// "XenVMMXenVMM" in EBX, ECX, EDX.
+const XEN_SIGNATURE: [u32; 3] = [0x566e_6558, 0x6558_4d4d, 0x4d4d_566e];
+
+/// Prints `s` through port 0xe9 (for the time before the hypercall page exists).
+fn early_print(s: &str) {
+    for b in s.bytes() {
+        // SAFETY: port 0xe9 is the hypervisor's debug console; writing it has no other effect.
+        unsafe { core::arch::asm!("out 0xe9, al", in("al") b, options(nomem, nostack)) };
+    }
+}
+
+fn halt_forever() -> ! {
+    loop {
+        // SAFETY: `cli; hlt` stops this vCPU; the hypervisor decides what happens next.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Xen's first CPUID leaf, scanning 0x40000000..0x40010000 in steps of 0x100.
+fn xen_cpuid_base() -> Option<u32> {
+    (0x4000_0000..0x4001_0000u32).step_by(0x100).find(|&leaf| {
+        let r = __cpuid(leaf);
+        [r.ebx, r.ecx, r.edx] == XEN_SIGNATURE && r.eax >= leaf + 2
+    })
+}
+
+/// Deliberately triple-faults: an empty IDT, then an exception.
+fn triple_fault() -> ! {
+    let idt: [u16; 5] = [0; 5];
+    // SAFETY: loads an empty IDT and raises #UD: the CPU cannot deliver it, nor the #DF,
+    // and shuts down, which the hypervisor sees as a triple fault.
+    unsafe { core::arch::asm!("lidt [{}]", "ud2", in(reg) &idt, options(noreturn)) }
+}
+
+#[no_mangle]
+extern "C" fn pvh_main(start_info: u64) -> ! {
+    let Some(base) = xen_cpuid_base() else {
+        early_print("pvguest: PVH: no Xen CPUID leaves\n");
+        halt_forever()
+    };
+    let msr = __cpuid(base + 2).ebx;
+    let page = addr_of!(entry::hypercall_page) as u64;
+    // SAFETY: the hypercall-page MSR from Xen's leaves; the page is the image's own
+    // hypercall page (identity mapped, writable for the hypervisor through its EPT).
+    unsafe {
+        core::arch::asm!("wrmsr", in("ecx") msr, in("eax") page as u32, in("edx") (page >> 32) as u32, options(nostack));
+    }
+    // SAFETY: the hypercall page was just written (or the check below fails).
+    if !unsafe { pv::hypercalls().is_filled() } {
+        early_print("pvguest: PVH: the hypercall page was not filled\n");
+        halt_forever()
+    }
+    let heap = super::HEAP_SPACE.0.get().cast::<u8>();
+    // SAFETY: the heap area is the kernel's own static, handed to the allocator once.
+    unsafe { super::HEAP.lock().init(heap, super::HEAP_SIZE) };
+
+    // SAFETY: `start_info` is the hvm_start_info the hypervisor placed in RAM (identity
+    // mapped); reading it as plain data.
+    let si = unsafe { (start_info as *const HvmStartInfo).read_unaligned() };
+    let cmdline = cmdline_bytes(&si);
+    println!(
+        "pvguest: started as PVH: hvm_start_info {start_info:#x} magic {:#x} memmap entries {} cmdline {:?}",
+        si.magic,
+        si.memmap_entries,
+        core::str::from_utf8(cmdline).unwrap_or("<not utf-8>")
+    );
+    if cmdline
+        .split(|&b| b == b' ')
+        .any(|w| w == b"pvh-triple-fault")
+    {
+        println!("pvguest: PVH: triple-faulting on purpose");
+        triple_fault();
+    }
+    let mut tally = Tally::default();
+    let checks: [(&str, Check); 4] = [
+        ("pvh_start_info", check_start_info),
+        ("pvh_long_mode", check_long_mode),
+        ("pvh_xen_version", check_xen_version),
+        ("pvh_shared_info", check_shared_info),
+    ];
+    for (name, check) in checks {
+        let result = check(&si);
+        println!("{}", tally.record(name, &result));
+    }
+    println!("{}", tally.summary());
+    println!("{}", tally.verdict());
+    pv::shutdown(if tally.success() {
+        ShutdownReason::Poweroff
+    } else {
+        ShutdownReason::Crash
+    })
+}
+
+fn cmdline_bytes(si: &HvmStartInfo) -> &'static [u8] {
+    if si.cmdline_paddr == 0 {
+        return &[];
+    }
+    let p = si.cmdline_paddr as *const u8;
+    let mut len = 0;
+    // SAFETY: the command line is a NUL-terminated string the hypervisor placed in RAM below
+    // 1 GiB (identity mapped), at most 1024 bytes.
+    while len < 1024 && unsafe { p.add(len).read() } != 0 {
+        len += 1;
+    }
+    // SAFETY: as above; the bytes stay untouched for the kernel's life.
+    unsafe { core::slice::from_raw_parts(p, len) }
+}
+
+fn check_start_info(si: &HvmStartInfo) -> CheckResult {
+    ensure!(
+        si.magic == XEN_HVM_START_MAGIC_VALUE,
+        "magic {:#x}",
+        si.magic
+    );
+    ensure!(si.version >= 1, "version {}", si.version);
+    ensure!(si.memmap_entries > 0, "no memory map");
+    Ok(())
+}
+
+fn check_long_mode(_: &HvmStartInfo) -> CheckResult {
+    let efer: u64;
+    // SAFETY: reading EFER has no side effect; the hypervisor emulates it.
+    unsafe {
+        let (lo, hi): (u32, u32);
+        core::arch::asm!("rdmsr", in("ecx") 0xc000_0080u32, out("eax") lo, out("edx") hi, options(nomem, nostack));
+        efer = (u64::from(hi) << 32) | u64::from(lo);
+    }
+    ensure!(efer & (1 << 10) != 0, "EFER {efer:#x} without LMA");
+    Ok(())
+}
+
+fn check_xen_version(_: &HvmStartInfo) -> CheckResult {
+    let (major, minor) = pv::hypercalls()
+        .xen_version()
+        .map_err(|e| alloc::format!("{e}"))?;
+    ensure!(major >= 3, "version {major}.{minor}");
+    Ok(())
+}
+
+fn check_shared_info(_: &HvmStartInfo) -> CheckResult {
+    let mut arg = XenAddToPhysmap {
+        domid: DOMID_SELF,
+        size: 0,
+        space: XenMapSpace::SharedInfo as u32,
+        idx: 0,
+        gpfn: pv::shared_info() as u64 >> 12,
+    };
+    // SAFETY: `arg` is a valid add_to_physmap argument naming the image's own
+    // shared-info page, which nothing else uses.
+    unsafe { pv::hypercalls().memory_op(MemoryOp::AddToPhysmap, &mut arg) }
+        .map_err(|e| alloc::format!("add_to_physmap: {e}"))?;
+    // The hypervisor starts every vCPU with upcalls masked.
+    // SAFETY: the shared-info page is now mapped at `shared_info()`.
+    let mask = unsafe { addr_of_mut!((*pv::vcpu0()).evtchn_upcall_mask).read_volatile() };
+    ensure!(mask == 1, "vcpu_info[0].evtchn_upcall_mask is {mask}");
+    Ok(())
+}
