@@ -57,24 +57,8 @@ pv_syscall_entry:
     push %rcx
     push $0
     push ${syscall_frame}
-    push %rax
-    push %rbx
-    push %rcx
-    push %rdx
-    push %rsi
-    push %rdi
-    push %rbp
-    push %r8
-    push %r9
-    push %r10
-    push %r11
-    push %r12
-    push %r13
-    push %r14
-    push %r15
-    mov %rsp, %rdi
-    cld
-    call {on_syscall}
+    /* The trap path saves the registers and dispatches on the vector (SYSCALL_FRAME). */
+    jmp trap_save_regs
 
     /* Every return to a guest goes through here, with %rsp at the guest frame. */
     .globl return_to_guest
@@ -118,9 +102,8 @@ pv_syscall32_entry:
     push ${cs32}
     push %rcx
     push $0
-    swapgs                  /* trap_common swaps again: the frame says ring 3 */
     push $6                 /* delivered to the guest as #UD */
-    jmp trap_common
+    jmp trap_save_regs
 
     /* Fault-safe copy: rdi = dst, rsi = src, rdx = len; returns bytes NOT copied. Words
        first, then the tail; a fault in either resumes at its fixup. */
@@ -163,7 +146,6 @@ hv_enter_guest:
     rip_off = const core::mem::offset_of!(Regs, rip) - core::mem::offset_of!(Regs, vector),
     rflags_off = const core::mem::offset_of!(Regs, rflags) - core::mem::offset_of!(Regs, vector),
     rsp_off = const core::mem::offset_of!(Regs, rsp) - core::mem::offset_of!(Regs, vector),
-    on_syscall = sym on_syscall,
     options(att_syntax)
 );
 
@@ -176,10 +158,6 @@ unsafe extern "C" {
     static hv_copy_guest_words_fixup: u8;
     static hv_copy_guest_bytes_fixup: u8;
     fn hv_enter_guest(frame: *mut Regs) -> !;
-}
-
-extern "C" fn on_syscall(frame: &mut Regs) {
-    super::pv::guest_syscall(frame);
 }
 
 /// Sets up this CPU for guests: the guest-entry stack (TSS.RSP0), GS, and the SYSCALL MSRs.

@@ -56,9 +56,12 @@ trap_stubs:
 trap_common:
     /* From ring 3 (a guest), hv's GS base is in KERNEL_GS_BASE: swap it in. */
     testb $3, 24(%rsp)
-    jz 1f
+    jz trap_save_regs
     swapgs
-1:  push %rax
+    /* The syscall entries join here with their frame built and GS already swapped. */
+    .globl trap_save_regs
+trap_save_regs:
+    push %rax
     push %rbx
     push %rcx
     push %rdx
@@ -177,6 +180,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
 ];
 
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.vector == crate::regs::SYSCALL_FRAME {
+        super::pv::guest_syscall(frame);
+        return;
+    }
     if frame.from_user() {
         super::pv::guest_trap(frame);
         return;
