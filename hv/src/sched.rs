@@ -110,6 +110,7 @@ mod tests {
             vcpus: (0..vcpus).map(|i| Vcpu::new(i, Regs::default())).collect(),
             evtchn: EvtchnTable::new(vcpus),
             console_line: alloc::vec::Vec::new(),
+            rings: None,
         }
     }
 

@@ -131,6 +131,23 @@ pub struct Domain {
     pub evtchn: EvtchnTable,
     /// Console output not yet ended by a newline.
     pub console_line: Vec<u8>,
+    /// The xenstore and console rings a PV domU got at build (none for the control domain).
+    pub rings: Option<Rings>,
+}
+
+/// A PV domU's xenstore and console rings, as `start_info` gives them to it and
+/// `HVMOP_get_param` to the control domain: machine frames (a PV guest's frame numbers) and
+/// the domU's unbound ports for the control domain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rings {
+    /// Machine frame of the xenstore ring.
+    pub store_mfn: u64,
+    /// The domU's port for the xenstore ring.
+    pub store_port: u32,
+    /// Machine frame of the console ring.
+    pub console_mfn: u64,
+    /// The domU's port for the console ring.
+    pub console_port: u32,
 }
 
 /// The other domains, as a hypercall from one domain sees them (split borrows of the domain

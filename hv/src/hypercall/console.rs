@@ -1,4 +1,8 @@
 //! `console_io`: a domain's direct line to hv's serial console, prefixed `(dN)`.
+//!
+//! The control domain's console back end relays each domU's ring output as lines that start
+//! with that domU's `(dN) `; such a line from the privileged domain is printed as it is, so
+//! the serial console shows `(d1) hello` rather than `(d0) (d1) hello`.
 
 use super::{Ctx, HcResult};
 use hypercall_abi::errno::Errno;
@@ -21,9 +25,11 @@ pub(super) fn console_io(ctx: &mut Ctx<'_>, cmd: u64, count: u64, buf: u64) -> H
                 let n = (count - done).min(CHUNK as u64) as usize;
                 let at = buf.checked_add(done).ok_or(Errno::EFAULT)?;
                 ctx.mem.read(at, &mut chunk[..n])?;
-                let (id, hw) = (ctx.dom.id, &mut *ctx.hw);
-                ctx.dom
-                    .console_write(&chunk[..n], |line| hw.console_line(id, line));
+                let (id, privileged, hw) = (ctx.dom.id, ctx.dom.privileged, &mut *ctx.hw);
+                ctx.dom.console_write(&chunk[..n], |line| {
+                    let relayed = privileged && has_domain_prefix(line);
+                    hw.console_line((!relayed).then_some(id), line)
+                });
                 done += n as u64;
             }
             Ok(0)
@@ -43,9 +49,19 @@ pub(super) fn console_io(ctx: &mut Ctx<'_>, cmd: u64, count: u64, buf: u64) -> H
     }
 }
 
+/// Whether `line` starts with `(d<digits>) `.
+fn has_domain_prefix(line: &[u8]) -> bool {
+    let Some(rest) = line.strip_prefix(b"(d") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && rest.get(digits..).is_some_and(|r| r.starts_with(b") "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testing::{World, MEM_BASE};
+    use super::has_domain_prefix;
 
     const CONSOLE_IO: u64 = 18;
 
@@ -54,9 +70,41 @@ mod tests {
         let mut w = World::new();
         w.mem.bytes[..12].copy_from_slice(b"hello\nworld\n");
         assert_eq!(w.call(CONSOLE_IO, &[0, 8, MEM_BASE]).1, 0);
-        assert_eq!(w.hw.lines, vec![(1, b"hello".to_vec())]);
+        assert_eq!(w.hw.lines, vec![(Some(1), b"hello".to_vec())]);
         assert_eq!(w.call(CONSOLE_IO, &[0, 4, MEM_BASE + 8]).1, 0);
-        assert_eq!(w.hw.lines[1], (1, b"world".to_vec()));
+        assert_eq!(w.hw.lines[1], (Some(1), b"world".to_vec()));
+    }
+
+    #[test]
+    fn only_the_control_domain_relays_prefixed_lines_verbatim() {
+        let text = b"(d2) hi\n(d) x\n(d12)y\nplain\n(d7) \n";
+        let mut w = World::new();
+        w.mem.bytes[..text.len()].copy_from_slice(text);
+        assert_eq!(w.call(CONSOLE_IO, &[0, text.len() as u64, MEM_BASE]).1, 0);
+        w.dom.privileged = true;
+        assert_eq!(w.call(CONSOLE_IO, &[0, text.len() as u64, MEM_BASE]).1, 0);
+        let (unprivileged, privileged) = w.hw.lines.split_at(5);
+        let line = |p: Option<u16>, s: &[u8]| (p, s.to_vec());
+        assert!(unprivileged.iter().all(|(p, _)| *p == Some(1)));
+        assert_eq!(
+            privileged,
+            [
+                line(None, b"(d2) hi"),
+                line(Some(1), b"(d) x"),
+                line(Some(1), b"(d12)y"),
+                line(Some(1), b"plain"),
+                line(None, b"(d7) "),
+            ]
+        );
+    }
+
+    #[test]
+    fn domain_prefix_shape() {
+        assert!(has_domain_prefix(b"(d0) "));
+        assert!(has_domain_prefix(b"(d65535) text"));
+        for no in [&b""[..], b"(d", b"(d1)", b"(dx) a", b" (d1) a", b"(D1) a"] {
+            assert!(!has_domain_prefix(no), "{:?}", core::str::from_utf8(no));
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod console;
 mod domctl;
 pub mod event;
+mod hvm;
 mod memory;
 mod multicall;
 mod sched;
@@ -29,8 +30,9 @@ use hypercall_abi::DomId;
 pub trait Platform {
     /// System time: nanoseconds since hv booted.
     fn now_ns(&self) -> u64;
-    /// Prints one line of a domain's console output.
-    fn console_line(&mut self, domid: DomId, line: &[u8]);
+    /// Prints one line of a domain's console output, prefixed `(dN)` with `prefix`; `None`:
+    /// the line already carries its prefix (the control domain relaying a domU's console).
+    fn console_line(&mut self, prefix: Option<DomId>, line: &[u8]);
     /// Reads waiting console input into `buf`; returns the byte count.
     fn console_read(&mut self, buf: &mut [u8]) -> usize;
     /// The highest machine frame number with RAM.
@@ -254,6 +256,7 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) 
         Hypercall::VcpuOp => vcpu::vcpu_op(ctx, a[0], a[1], a[2]).into(),
         Hypercall::Domctl => domctl::domctl(ctx, a[0]),
         Hypercall::Sysctl => sysctl::sysctl(ctx, a[0]).into(),
+        Hypercall::HvmOp => hvm::hvm_op(ctx, a[0], a[1]).into(),
         Hypercall::Multicall if in_multicall => Flow::Value(Err(Errno::EINVAL)),
         Hypercall::Multicall => multicall::multicall(ctx, a[0], a[1]),
         Hypercall::MmuUpdate => mmu(
@@ -340,7 +343,7 @@ pub(crate) mod testing {
 
     pub struct FakePlatform {
         pub now: u64,
-        pub lines: Vec<(DomId, Vec<u8>)>,
+        pub lines: Vec<(Option<DomId>, Vec<u8>)>,
         pub input: Vec<u8>,
         /// Frames left to allocate, the next one, and who owns what.
         pub free: u64,
@@ -355,8 +358,8 @@ pub(crate) mod testing {
         fn now_ns(&self) -> u64 {
             self.now
         }
-        fn console_line(&mut self, domid: DomId, line: &[u8]) {
-            self.lines.push((domid, line.to_vec()));
+        fn console_line(&mut self, prefix: Option<DomId>, line: &[u8]) {
+            self.lines.push((prefix, line.to_vec()));
         }
         fn console_read(&mut self, buf: &mut [u8]) -> usize {
             let n = buf.len().min(self.input.len());
@@ -457,6 +460,7 @@ pub(crate) mod testing {
             vcpus: alloc::vec![Vcpu::new(0, Regs::default())],
             evtchn: EvtchnTable::new(1),
             console_line: Vec::new(),
+            rings: None,
         }
     }
 

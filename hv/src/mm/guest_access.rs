@@ -9,6 +9,7 @@ use hypercall_abi::grant_table::{
     GnttabCopy, GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion,
     GnttabSetupTable, GnttabUnmapGrantRef,
 };
+use hypercall_abi::hvm::XenHvmParam;
 use hypercall_abi::xen::{IretContext, MmuUpdate, MmuextOp, MulticallEntry, TrapInfo};
 
 /// A guest address that could not be read or written.
@@ -69,6 +70,9 @@ unsafe impl Pod for GnttabQuerySize {}
 unsafe impl Pod for GnttabSetVersion {}
 // SAFETY: as above.
 unsafe impl Pod for GnttabGetVersion {}
+
+// SAFETY: as above (a u16, explicit padding, a u32 and a u64).
+unsafe impl Pod for XenHvmParam {}
 
 /// Reads a `T` from guest address `gva`.
 pub fn read_obj<T: Pod + Default>(

@@ -73,12 +73,15 @@ pub fn init() {
     log::set_max_level(DEFAULT_LEVEL);
 }
 
-/// Prints one line of a guest's console output, prefixed `(dN)` as Xen does. Control
-/// characters are shown as `?` so a guest cannot drive the terminal.
-pub fn guest_line(domid: u16, line: &[u8]) {
+/// Prints one line of a guest's console output, prefixed `(dN)` as Xen does (no prefix for
+/// `None`: a line the control domain relays carries its domU's). Control characters are
+/// shown as `?` so a guest cannot drive the terminal.
+pub fn guest_line(prefix: Option<u16>, line: &[u8]) {
     let mut port = SERIAL.lock();
     let mut out = Crlf(&mut port);
-    let _ = write!(out, "(d{domid}) ");
+    if let Some(domid) = prefix {
+        let _ = write!(out, "(d{domid}) ");
+    }
     for &b in line {
         let c = if b == b'\t' || (0x20..0x7f).contains(&b) {
             b

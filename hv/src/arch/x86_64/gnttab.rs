@@ -16,6 +16,7 @@ use hypercall_abi::errno::Errno;
 use hypercall_abi::grant_table::{
     GnttabCopy, GnttabGetVersion, GnttabMapGrantRef, GnttabOp, GnttabQuerySize, GnttabSetVersion,
     GnttabSetupTable, GnttabUnmapGrantRef, GrantEntryV1, GrantStatus, GRANT_ENTRIES_V1_PER_PAGE,
+    GTF_PERMIT_ACCESS, GTF_READONLY,
 };
 use hypercall_abi::{DomId, PAGE_SIZE};
 use log::debug;
@@ -167,6 +168,40 @@ pub fn add_domain(domid: DomId, privileged: bool) -> Result<(), GnttabError> {
         .lock()
         .get_or_insert_with(GrantTables::new)
         .add_domain(&mut env, domid, config)
+}
+
+/// Writes v1 entry `gref` of `domid`'s first table frame as the toolstack does for the
+/// reserved entries: `to_domid` may access machine frame `mfn` (read-only if `readonly`).
+/// Only for the domain builder, before the domain runs.
+pub fn grant_to(
+    domid: DomId,
+    gref: u32,
+    mfn: Mfn,
+    to_domid: DomId,
+    readonly: bool,
+) -> Result<(), GnttabError> {
+    let tables = GRANT_TABLES.lock();
+    let frame = tables
+        .as_ref()
+        .and_then(|t| t.table_frames(domid).first().copied())
+        .ok_or(GnttabError::NoSuchDomain)?;
+    let index = usize::try_from(gref)
+        .ok()
+        .filter(|&i| i < GRANT_ENTRIES_V1_PER_PAGE)
+        .ok_or(GnttabError::BadConfig)?;
+    let frame_number = u32::try_from(mfn.0).map_err(|_| GnttabError::BadConfig)?;
+    let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
+    // SAFETY: `frame` is a live table frame of `domid`'s table, which cannot be freed while
+    // the grant tables are locked; the index is within the frame.
+    let (header, frame_word) =
+        unsafe { (entry_word(frame, index, 0), entry_word(frame, index, 4)) };
+    // The frame first: the header makes the entry valid (as a granting guest writes it).
+    frame_word.store(frame_number, Ordering::SeqCst);
+    header.store(
+        u32::from(flags) | u32::from(to_domid) << 16,
+        Ordering::SeqCst,
+    );
+    Ok(())
 }
 
 /// For teardown, with `frames` (the locked frame table) and after the dead domain's page

@@ -12,8 +12,8 @@ use super::power::{power_off, Status};
 use super::{console, time, traps};
 use crate::bundle::{DomainKind, DomainSpec};
 use crate::domain::elf::{ImageKind, XenImage};
-use crate::domain::pv_build::{build_pv, BuildMemory, BuildParams};
-use crate::domain::state::{Domain, DomainState, FpuState, Peers, Vcpu, VcpuState};
+use crate::domain::pv_build::{build_pv, BuildMemory, BuildParams, RingPage};
+use crate::domain::state::{Domain, DomainState, FpuState, Peers, Rings, Vcpu, VcpuState};
 use crate::evtchn::EvtchnTable;
 use crate::hypercall::{self, Ctx, MmuCall, MmuDone, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
@@ -25,6 +25,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use hypercall_abi::errno::Errno;
+use hypercall_abi::grant_table::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
 use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::{
     SharedInfo, FIRST_RESERVED_GDT_PAGE, FLAT_KERNEL_CS64, FLAT_KERNEL_SS64, SIF_INITDOMAIN,
@@ -136,8 +137,8 @@ impl Platform for Machine {
     fn now_ns(&self) -> u64 {
         time::now_ns()
     }
-    fn console_line(&mut self, domid: u16, line: &[u8]) {
-        console::guest_line(domid, line);
+    fn console_line(&mut self, prefix: Option<u16>, line: &[u8]) {
+        console::guest_line(prefix, line);
     }
     fn console_read(&mut self, buf: &mut [u8]) -> usize {
         let mut n = 0;
@@ -249,8 +250,19 @@ fn fail(args: core::fmt::Arguments<'_>) -> BuildFailure {
     BuildFailure(s)
 }
 
-/// Builds domain `id` from its bundle record and queues it to run.
-pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> {
+/// Builds domain `id` from its bundle record and queues it to run. A PV domain other than
+/// `control` (the control domain, if any) gets xenstore and console rings for it.
+///
+/// The rings are two extra frames (outside the reservation, like shared info: `tot_pages`
+/// and `start_info.nr_pages` do not count them, so the guest never takes them for free
+/// memory), zeroed, at pfns `nr_pages` and `nr_pages + 1` of the domain's pseudo-physical
+/// space; each has an unbound port for `control` and a grant to it in the reserved entry
+/// Xen's toolstack uses (console 0, xenstore 1).
+pub fn build_domain(
+    id: u16,
+    spec: &DomainSpec<'_>,
+    control: Option<u16>,
+) -> Result<(), BuildFailure> {
     if spec.vcpus as usize > hypercall_abi::xen::XEN_LEGACY_MAX_VCPUS {
         // Their vcpu_info lives in shared_info, which has room for 32.
         return Err(fail(format_args!(
@@ -272,19 +284,22 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
     let nr_pages = spec.memory_kib / 4;
     let max_pages = spec.max_memory_kib / 4;
     let owner = Owner::Domain(id);
+    let ring_peer = control.filter(|&c| c != id);
+    let nr_rings = if ring_peer.is_some() { 2 } else { 0 };
     let mut p2m = Vec::new();
-    p2m.try_reserve_exact(nr_pages as usize)
+    p2m.try_reserve_exact((nr_pages + nr_rings) as usize)
         .map_err(|_| fail(format_args!("no memory for the p2m")))?;
     let shared_mfn;
+    let mut ring_mfns = Vec::new();
     {
         let mut frames = super::start::FRAMES.lock();
         let frames = frames
             .as_mut()
             .ok_or_else(|| fail(format_args!("no frame allocator")))?;
-        if frames.free_frames() < nr_pages + 1 {
+        if frames.free_frames() < nr_pages + 1 + nr_rings {
             return Err(fail(format_args!(
                 "needs {} pages, {} free",
-                nr_pages + 1,
+                nr_pages + 1 + nr_rings,
                 frames.free_frames()
             )));
         }
@@ -298,8 +313,14 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
             .alloc(0, owner)
             .map_err(|e| fail(format_args!("allocating shared info: {e:?}")))?
             .0;
+        for _ in 0..nr_rings {
+            let mfn = frames
+                .alloc(0, owner)
+                .map_err(|e| fail(format_args!("allocating a ring: {e:?}")))?;
+            ring_mfns.push(mfn.0);
+        }
     }
-    for (pfn, &mfn) in p2m.iter().enumerate() {
+    for (pfn, &mfn) in p2m.iter().chain(&ring_mfns).enumerate() {
         // SAFETY: a frame just allocated to this domain, in the direct map; scrubbing it
         // keeps whatever a previous owner left from leaking into this domain.
         unsafe { core::ptr::write_bytes(phys_to_virt(mfn * PAGE_SIZE), 0, PAGE_SIZE as usize) };
@@ -327,6 +348,25 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
     } else {
         0
     };
+    let mut evtchn = EvtchnTable::new(spec.vcpus);
+    let mut rings = None;
+    if let (Some(peer), &[store_mfn, console_mfn]) = (ring_peer, ring_mfns.as_slice()) {
+        let mut port = || {
+            evtchn
+                .alloc_unbound(peer)
+                .map_err(|e| fail(format_args!("allocating a ring port: {e:?}")))
+        };
+        rings = Some(Rings {
+            store_mfn,
+            store_port: port()?,
+            console_mfn,
+            console_port: port()?,
+        });
+    }
+    let ring = |mfn, evtchn| RingPage {
+        mfn: Mfn(mfn),
+        evtchn,
+    };
     let slots = hv_l4_slots();
     let params = BuildParams {
         domid: id,
@@ -336,12 +376,13 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
         cmdline: spec.cmdline,
         module: spec.module,
         shared_info_mfn: Mfn(shared_mfn),
-        store: None,
-        console: None,
+        store: rings.map(|r| ring(r.store_mfn, r.store_port)),
+        console: rings.map(|r| ring(r.console_mfn, r.console_port)),
         hv_l4_slots: &slots,
     };
     let built = build_pv(&image, &mut BuildMem { p2m: &p2m }, &params)
         .map_err(|e| fail(format_args!("building: {e}")))?;
+    p2m.extend_from_slice(&ring_mfns);
     let mut dom = Domain {
         id,
         name: String::from(spec.name),
@@ -353,8 +394,9 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
         shared_info_mfn: shared_mfn,
         shared,
         vcpus: Vec::new(),
-        evtchn: EvtchnTable::new(spec.vcpus),
+        evtchn,
         console_line: Vec::new(),
+        rings,
     };
     let regs = Regs {
         rip: built.entry,
@@ -380,6 +422,27 @@ pub fn build_domain(id: u16, spec: &DomainSpec<'_>) -> Result<(), BuildFailure> 
     if let Err(e) = super::gnttab::add_domain(id, spec.privileged) {
         super::mmu::teardown(&mut dom);
         return Err(fail(format_args!("creating the grant table: {e:?}")));
+    }
+    if let (Some(peer), Some(r)) = (ring_peer, rings) {
+        let granted =
+            super::gnttab::grant_to(id, GNTTAB_RESERVED_CONSOLE, Mfn(r.console_mfn), peer, false)
+                .and_then(|()| {
+                    super::gnttab::grant_to(
+                        id,
+                        GNTTAB_RESERVED_XENSTORE,
+                        Mfn(r.store_mfn),
+                        peer,
+                        false,
+                    )
+                });
+        if let Err(e) = granted {
+            super::mmu::teardown(&mut dom);
+            return Err(fail(format_args!("granting the rings: {e:?}")));
+        }
+        info!(
+            "d{id}: rings for d{peer}: store mfn {:#x} port {}, console mfn {:#x} port {}",
+            r.store_mfn, r.store_port, r.console_mfn, r.console_port
+        );
     }
     info!(
         "d{id}: built: {} pages, entry {:#x}, start_info {:#x}, {} page-table frames",
@@ -949,9 +1012,10 @@ fn free_frames() -> u64 {
 /// Builds every domain in the bundle; returns how many failed.
 pub fn build_all(specs: &[(u16, DomainSpec<'_>)]) -> usize {
     RUNTIME.lock().free_before = free_frames();
+    let control = specs.iter().find(|(_, s)| s.privileged).map(|&(id, _)| id);
     let mut failed = 0;
     for (id, spec) in specs {
-        if let Err(BuildFailure(why)) = build_domain(*id, spec) {
+        if let Err(BuildFailure(why)) = build_domain(*id, spec, control) {
             error!("d{id} ({}) not built: {why}", spec.name);
             failed += 1;
         }

@@ -597,6 +597,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         vcpus: Vec::new(),
         evtchn: EvtchnTable::new(1),
         console_line: Vec::new(),
+        rings: None,
     };
     dom.vcpus.push(Vcpu::new(0, crate::regs::Regs::default()));
     DOMAINS.lock().push(HvmDomain {
@@ -1005,7 +1006,7 @@ fn handle_exit(
                         _ => None,
                     };
                     if let Some(b) = out {
-                        dom.console_write(&[b], |line| console::guest_line(domid, line));
+                        dom.console_write(&[b], |line| console::guest_line(Some(domid), line));
                     }
                 }
                 Direction::Read => {
