@@ -1,6 +1,7 @@
 //! The guest command line (`start_info.cmd_line`): its first word chooses what pvguest does.
 
 use crate::pair::{GrantArgs, PingpongArgs};
+use crate::xenbus_test::XenbusTestArgs;
 
 /// What pvguest was asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +24,12 @@ pub enum Mode {
     Pingpong(PingpongArgs),
     /// Grant pages to a peer domain, or map and copy its grants (see `crate::pair`).
     Grant(GrantArgs),
+    /// The control domain's xenstore and console back ends for every other domain (see
+    /// `kernel::backend`).
+    Backend,
+    /// A domU's xenstore checks through the xenbus client, and console output through its
+    /// console ring (see `crate::xenbus_test`).
+    XenbusTest(XenbusTestArgs),
 }
 
 /// The ways `crash=<how>` makes the domain die.
@@ -53,7 +60,7 @@ impl CrashKind {
 }
 
 /// The line printed when the command line names no known mode.
-pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
+pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
 
 /// The first word of `cmdline` that names no known mode (empty when the line is empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +86,10 @@ pub fn parse_mode(cmdline: &[u8]) -> Result<Mode, UnknownMode<'_>> {
         "grant" => GrantArgs::parse(words)
             .map(Mode::Grant)
             .map_err(|bad| UnknownMode(bad.0)),
+        "backend" => Ok(Mode::Backend),
+        "xenbus-test" => XenbusTestArgs::parse(words)
+            .map(Mode::XenbusTest)
+            .map_err(|bad| UnknownMode(bad.0)),
         other => match other.strip_prefix("crash=") {
             Some(how) => CrashKind::ALL
                 .iter()
@@ -103,6 +114,12 @@ mod tests {
         assert_eq!(parse_mode(b"hostile"), Ok(Mode::Hostile));
         assert_eq!(parse_mode(b"control"), Ok(Mode::Control));
         assert_eq!(parse_mode(b"spin x"), Ok(Mode::Spin));
+        assert_eq!(parse_mode(b"backend"), Ok(Mode::Backend));
+        assert_eq!(
+            parse_mode(b"xenbus-test other=2"),
+            Ok(Mode::XenbusTest(XenbusTestArgs { other: 2 }))
+        );
+        assert_eq!(parse_mode(b"xenbus-test"), Err(UnknownMode("other=")));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 extern crate alloc;
 
+pub mod backend;
 pub mod bench;
 pub mod cmdline;
 pub mod frames;
@@ -19,4 +20,5 @@ pub mod paging;
 pub mod pair;
 pub mod selftest;
 pub mod time;
+pub mod xenbus_test;
 pub mod xenstore;

@@ -59,8 +59,8 @@ fn grant_map_copy_and_end_access_between_two_domains() {
         &dir,
         &[
             ("dom0", "selftest", 32),
-            ("granter", "grant role=granter peer=2 port=1 rw=8 ro=9", 16),
-            ("mapper", "grant role=mapper peer=1 port=1 rw=8 ro=9", 16),
+            ("granter", "grant role=granter peer=2 port=3 rw=8 ro=9", 16),
+            ("mapper", "grant role=mapper peer=1 port=3 rw=8 ro=9", 16),
         ],
     );
     assert_selftest_passed(&report, 0);

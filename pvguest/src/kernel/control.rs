@@ -34,7 +34,7 @@ const PAUSE_NS: u64 = 100_000_000;
 /// How long to wait for another domain to make progress.
 const WAIT_NS: u64 = 20_000_000_000;
 /// Most domains listed at once.
-const MAX_LISTED: usize = 8;
+pub(super) const MAX_LISTED: usize = 8;
 
 /// `domctl(op)`.
 fn domctl(op: &mut Domctl) -> Result<(), HypercallError> {
@@ -70,7 +70,7 @@ fn domain_info(domain: DomId) -> Result<DomctlGetDomainInfo, HypercallError> {
 }
 
 /// Domain `domain` exactly, or `None` if it is not listed.
-fn exact_info(domain: DomId) -> Option<DomctlGetDomainInfo> {
+pub(super) fn exact_info(domain: DomId) -> Option<DomctlGetDomainInfo> {
     domain_info(domain).ok().filter(|i| i.domain == domain)
 }
 
@@ -93,7 +93,7 @@ fn physinfo() -> Result<SysctlPhysinfo, HypercallError> {
 }
 
 /// `XEN_SYSCTL_getdomaininfolist` from domain 0 into `buf`; returns how many were filled.
-fn list(buf: &mut [DomctlGetDomainInfo; MAX_LISTED]) -> Result<usize, HypercallError> {
+pub(super) fn list(buf: &mut [DomctlGetDomainInfo; MAX_LISTED]) -> Result<usize, HypercallError> {
     let list = SysctlGetDomainInfoList {
         first_domain: 0,
         max_domains: MAX_LISTED as u32,

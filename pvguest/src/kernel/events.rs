@@ -10,11 +10,12 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use core::cell::UnsafeCell;
 use core::ptr::{addr_of, addr_of_mut};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use hypercall_abi::event_channel::{evtchn_2l_word_bit, EvtchnPort, Virq};
 use hypercall_abi::vcpu::VcpuOp;
 use pvguest::front::evtchn::{self, EventBitmaps, Handler, HandlerTable};
+use pvguest::front::{RingEvents, WaitTimeout};
 
 use super::pv;
 
@@ -137,4 +138,63 @@ pub fn wait_until(mut cond: impl FnMut() -> bool, timeout_ns: u64) -> bool {
     };
     let _ = hc.set_timer_op(0);
     met
+}
+
+/// Events on ring ports (every [`RingPort`] counts into it).
+static RING_EVENTS: AtomicU32 = AtomicU32::new(0);
+
+fn count_ring_event(_: EvtchnPort, _: usize) {
+    RING_EVENTS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Events on ring ports so far (they wrap).
+pub fn ring_events() -> u32 {
+    RING_EVENTS.load(Ordering::SeqCst)
+}
+
+/// The event channel of a shared ring, for the front-end library's clients: notifying sends
+/// on the port, waiting blocks until an event on any ring port arrived since the last wait
+/// (so an event that came between the client's look at the ring and its wait is not lost;
+/// one meant for another ring only costs the client another look).
+pub struct RingPort {
+    /// The local port.
+    pub port: EvtchnPort,
+    seen: u32,
+    timeout_ns: u64,
+}
+
+impl RingPort {
+    /// Gives `port` the counting handler; waits give up after `timeout_ns`.
+    pub fn bind(port: EvtchnPort, timeout_ns: u64) -> Result<RingPort, String> {
+        bind_handler(port, count_ring_event, 0)?;
+        Ok(RingPort {
+            port,
+            seen: ring_events(),
+            timeout_ns,
+        })
+    }
+
+    /// Takes the handler away and closes the port.
+    pub fn close(self) {
+        unbind_handler(self.port);
+        let _ = evtchn::close(&pv::hypercalls(), self.port);
+    }
+}
+
+impl RingEvents for RingPort {
+    fn notify(&mut self) {
+        // A failed send leaves the peer to find the change when it next looks (the back end
+        // also polls); nothing better can be done here.
+        let _ = evtchn::send(&pv::hypercalls(), self.port);
+    }
+
+    fn wait(&mut self) -> Result<(), WaitTimeout> {
+        let seen = self.seen;
+        if wait_until(|| ring_events() != seen, self.timeout_ns) {
+            self.seen = ring_events();
+            Ok(())
+        } else {
+            Err(WaitTimeout)
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod console;
+mod backend;
 mod bench;
 mod control;
 mod crash;
@@ -17,6 +18,7 @@ mod pvh;
 mod selftest;
 mod traps;
 mod user;
+mod xenbus_test;
 
 use core::cell::UnsafeCell;
 use core::ptr::addr_of;
@@ -130,6 +132,15 @@ extern "C" fn pvguest_start(start_info: *const StartInfo, boot_rsp: u64) -> ! {
         }
         Ok(Mode::Grant(args)) => {
             pair::grant(&mut kernel, args);
+            pv::shutdown(ShutdownReason::Poweroff)
+        }
+        Ok(Mode::Backend) => pv::shutdown(if backend::run(&mut kernel) {
+            ShutdownReason::Poweroff
+        } else {
+            ShutdownReason::Crash
+        }),
+        Ok(Mode::XenbusTest(args)) => {
+            xenbus_test::run(&mut kernel, args);
             pv::shutdown(ShutdownReason::Poweroff)
         }
         Err(unknown) => {

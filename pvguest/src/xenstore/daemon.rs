@@ -91,6 +91,8 @@ struct Connection {
     output: VecDeque<Vec<u8>>,
     /// Replies queued and not yet taken by the transport.
     replies_queued: usize,
+    /// Requests handled so far.
+    requests: u64,
 }
 
 impl Connection {
@@ -103,6 +105,7 @@ impl Connection {
             next_tx_id: 1,
             output: VecDeque::new(),
             replies_queued: 0,
+            requests: 0,
         }
     }
 
@@ -245,6 +248,11 @@ impl Xenstore {
             .is_some_and(|c| c.ring.is_some())
     }
 
+    /// How many requests `domid`'s current connection has had handled (0 without one).
+    pub fn requests_handled(&self, domid: DomId) -> u64 {
+        self.connections.get(&domid).map_or(0, |c| c.requests)
+    }
+
     /// The ring of an introduced domain.
     pub fn ring_info(&self, domid: DomId) -> Option<RingInfo> {
         self.connections.get(&domid).and_then(|c| c.ring)
@@ -289,6 +297,7 @@ impl Xenstore {
         if let Some(conn) = self.connections.get_mut(&domid) {
             conn.output.push_back(reply);
             conn.replies_queued += 1;
+            conn.requests += 1;
             if let Some(event) = first_fire {
                 conn.output.push_back(event);
             }
