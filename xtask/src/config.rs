@@ -225,7 +225,7 @@ fn line_column(text: &str, offset: usize) -> String {
 
 /// The config for `cargo xtask run --kernel ELF`: one privileged PV domain named "dom0".
 /// It is checked when it becomes a bundle; errors then start with the kernel's path.
-pub fn single_kernel(kernel: &Path, cmdline: &str, memory_kib: u64) -> Config {
+pub fn single_kernel(kernel: &Path, cmdline: &str, memory_kib: u64, kind: DomainKind) -> Config {
     Config {
         domains: vec![DomainConfig {
             name: "dom0".into(),
@@ -235,7 +235,7 @@ pub fn single_kernel(kernel: &Path, cmdline: &str, memory_kib: u64) -> Config {
             memory_kib,
             max_memory_kib: memory_kib,
             vcpus: 1,
-            kind: DomainKind::Pv,
+            kind,
             privileged: true,
         }],
         source: kernel.to_path_buf(),
@@ -567,7 +567,7 @@ type = "pvh"
     fn single_kernel_is_one_privileged_pv_dom0() {
         let dir = TempDir::new();
         let kernel = dir.write("pvguest", b"\x7fELF pvguest");
-        let config = single_kernel(&kernel, "selftest", 64 * 1024);
+        let config = single_kernel(&kernel, "selftest", 64 * 1024, DomainKind::Pv);
         assert_eq!(config.source(), kernel);
         let bytes = config.to_bundle().unwrap();
         let bundle = Bundle::parse(&bytes).unwrap();
@@ -587,7 +587,9 @@ type = "pvh"
             (DomainKind::Pv, true, None)
         );
 
-        let err = single_kernel(&kernel, "", 1001).to_bundle().unwrap_err();
+        let err = single_kernel(&kernel, "", 1001, DomainKind::Pv)
+            .to_bundle()
+            .unwrap_err();
         let expected = format!(
             "{}: domain \"dom0\": 1001 KiB is not a whole number of 4 KiB pages",
             kernel.display()

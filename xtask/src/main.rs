@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use hv::bundle::DomainKind;
 use lexopt::ValueExt;
 
 use xtask::images::{self, Image};
@@ -20,6 +21,8 @@ commands:
               --config FILE        boot the domains of a TOML config
               --kernel ELF         boot one domain from ELF (instead of --config)
               --cmdline S          that domain's command line
+              --type pv|pvh        that domain's type (default: PVH for an image with
+                                   only Xen's PHYS32_ENTRY note, else PV)
               --hv-cmdline S       hv's command line
               --emulator E         qemu (default) or bochs
               --machine M          QEMU machine: microvm (default) or q35
@@ -137,7 +140,12 @@ fn build() -> Result<ExitCode, Failure> {
 enum Domains {
     None,
     Config(PathBuf),
-    Kernel { elf: PathBuf, cmdline: String },
+    Kernel {
+        elf: PathBuf,
+        cmdline: String,
+        /// `--type`; `None`: as the image says.
+        kind: Option<DomainKind>,
+    },
 }
 
 impl Domains {
@@ -147,7 +155,16 @@ impl Domains {
         match self {
             Domains::None => Ok(None),
             Domains::Config(path) => bundle::from_config_file(path, &out).map(Some),
-            Domains::Kernel { elf, cmdline } => bundle::from_kernel(elf, cmdline, &out).map(Some),
+            Domains::Kernel {
+                elf,
+                cmdline,
+                kind: None,
+            } => bundle::from_kernel(elf, cmdline, &out).map(Some),
+            Domains::Kernel {
+                elf,
+                cmdline,
+                kind: Some(kind),
+            } => bundle::from_kernel_as(elf, cmdline, *kind, &out).map(Some),
         }
     }
 }
@@ -167,6 +184,7 @@ impl RunArgs {
         let mut config = None;
         let mut kernel = None;
         let mut domain_cmdline = None;
+        let mut kind = None;
         let mut hv_cmdline = String::new();
         let mut emulator = String::from("qemu");
         let mut machine = Machine::Microvm;
@@ -181,6 +199,15 @@ impl RunArgs {
                 Long("config") => config = Some(PathBuf::from(parser.value()?)),
                 Long("kernel") => kernel = Some(PathBuf::from(parser.value()?)),
                 Long("cmdline") => domain_cmdline = Some(parser.value()?.string()?),
+                Long("type") => {
+                    kind = Some(match parser.value()?.string()?.as_str() {
+                        "pv" => DomainKind::Pv,
+                        "pvh" => DomainKind::Pvh,
+                        other => {
+                            return Err(Failure::Usage(format!("--type {other:?}: pv or pvh")))
+                        }
+                    })
+                }
                 Long("hv-cmdline") => hv_cmdline = parser.value()?.string()?,
                 Long("emulator") => emulator = parser.value()?.string()?,
                 Long("machine") => machine = parse_value(parser, str::parse)?,
@@ -191,6 +218,9 @@ impl RunArgs {
                 Long("icount") => icount = true,
                 other => return Err(other.unexpected().into()),
             }
+        }
+        if kind.is_some() && kernel.is_none() {
+            return Err(Failure::Usage("--type goes with --kernel".into()));
         }
         let domains = match (config, kernel, domain_cmdline) {
             (Some(_), Some(_), _) => {
@@ -205,6 +235,7 @@ impl RunArgs {
             (None, Some(elf), cmdline) => Domains::Kernel {
                 elf,
                 cmdline: cmdline.unwrap_or_default(),
+                kind,
             },
             (None, None, None) => Domains::None,
         };
@@ -428,6 +459,26 @@ mod tests {
     use std::path::Path;
 
     #[test]
+    fn run_type_option() {
+        let mut parser = lexopt::Parser::from_args(["--kernel", "g.elf", "--type", "pvh"]);
+        let args = RunArgs::parse(&mut parser).ok().expect("parses");
+        assert!(matches!(
+            args.domains,
+            Domains::Kernel {
+                kind: Some(DomainKind::Pvh),
+                ..
+            }
+        ));
+        let mut parser = lexopt::Parser::from_args(["--kernel", "g.elf", "--type", "hvm"]);
+        assert!(RunArgs::parse(&mut parser).is_err());
+        let mut parser = lexopt::Parser::from_args(["--type", "pv"]);
+        assert!(
+            RunArgs::parse(&mut parser).is_err(),
+            "--type without --kernel"
+        );
+    }
+
+    #[test]
     fn run_arguments_parse() {
         let mut parser = lexopt::Parser::from_args([
             "--kernel",
@@ -458,7 +509,7 @@ mod tests {
         assert!(args.icount);
         assert!(matches!(
             args.domains,
-            Domains::Kernel { ref elf, ref cmdline } if elf == Path::new("g.elf") && cmdline == "console=hvc0"
+            Domains::Kernel { ref elf, ref cmdline, .. } if elf == Path::new("g.elf") && cmdline == "console=hvc0"
         ));
     }
 
