@@ -5,7 +5,7 @@
 //! The lines (one per figure, then one end line):
 //!
 //! ```text
-//! BENCH name=<name> iters=<n> tsc_per_iter=<d.dd> loop_tsc=<d.dd> [ns_per_iter=<d.dd>]
+//! BENCH name=<name> iters=<n> tsc_per_iter=<d.dd> loop_tsc=<d.dd> [ns_per_iter=<d.dd>] [bytes=<n>]
 //! BENCH-SKIP name=<name> reason=<text to the end of the line>
 //! pvguest: BENCH DONE measured=<n> skipped=<m>
 //! ```
@@ -16,8 +16,9 @@
 //! timed over `iters` and `2 * iters` iterations and only the difference counts. Under QEMU's
 //! `-icount shift=0` a TSC tick is one guest instruction, the hypervisor's included.
 //! `ns_per_iter` is the same figure in nanoseconds by the PV clock's TSC scale; it is absent
-//! when the hypervisor publishes no scale. Values are fixed-point with two decimals. Keys may
-//! come in any order and unknown keys are ignored.
+//! when the hypervisor publishes no scale. `bytes` is present on figures that move data: the
+//! bytes one iteration moves, from which the host derives a throughput. Values are
+//! fixed-point with two decimals. Keys may come in any order and unknown keys are ignored.
 
 use core::fmt;
 
@@ -137,6 +138,8 @@ pub struct FigureLine<'a, S: Fn(u64) -> u64> {
     pub m: Measurement,
     /// TSC ticks to nanoseconds.
     pub ns: Option<S>,
+    /// Bytes one iteration moves (figures that move data).
+    pub bytes: Option<u64>,
 }
 
 impl<S: Fn(u64) -> u64> fmt::Display for FigureLine<'_, S> {
@@ -152,6 +155,9 @@ impl<S: Fn(u64) -> u64> fmt::Display for FigureLine<'_, S> {
         if let Some(ns) = &self.ns {
             let net = self.m.op_ticks.saturating_sub(self.m.empty_ticks);
             write!(f, " ns_per_iter={}", Centi::per_iter(ns(net), self.m.iters))?;
+        }
+        if let Some(bytes) = self.bytes {
+            write!(f, " bytes={bytes}")?;
         }
         Ok(())
     }
@@ -201,6 +207,7 @@ pub enum Parsed<'a> {
         tsc_per_iter: Centi,
         loop_tsc: Centi,
         ns_per_iter: Option<Centi>,
+        bytes: Option<u64>,
     },
     /// A figure the guest could not measure.
     Skipped { name: &'a str, reason: &'a str },
@@ -240,7 +247,8 @@ pub fn parse_line(line: &str) -> Option<Result<Parsed<'_>, ParseError<'_>>> {
 }
 
 fn parse_figure(fields: &str) -> Result<Parsed<'_>, ParseError<'_>> {
-    let (mut name, mut iters, mut tsc, mut loop_tsc, mut ns) = (None, None, None, None, None);
+    let (mut name, mut iters, mut tsc, mut loop_tsc, mut ns, mut bytes) =
+        (None, None, None, None, None, None);
     for word in fields.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else {
             continue;
@@ -252,6 +260,7 @@ fn parse_figure(fields: &str) -> Result<Parsed<'_>, ParseError<'_>> {
             "tsc_per_iter" => tsc = Some(centi()?),
             "loop_tsc" => loop_tsc = Some(centi()?),
             "ns_per_iter" => ns = Some(centi()?),
+            "bytes" => bytes = Some(value.parse().map_err(|_| ParseError::Bad(word))?),
             _ => {}
         }
     }
@@ -261,6 +270,7 @@ fn parse_figure(fields: &str) -> Result<Parsed<'_>, ParseError<'_>> {
         tsc_per_iter: tsc.ok_or(ParseError::Missing("tsc_per_iter"))?,
         loop_tsc: loop_tsc.ok_or(ParseError::Missing("loop_tsc"))?,
         ns_per_iter: ns,
+        bytes,
     })
 }
 
@@ -328,6 +338,7 @@ mod tests {
             name: "hypercall_xen_version",
             m: m(1000, 284_000, 3_000),
             ns: Some(|t: u64| t / 2),
+            bytes: None,
         }
         .to_string();
         assert_eq!(
@@ -344,12 +355,14 @@ mod tests {
                 tsc_per_iter: Centi(28100),
                 loop_tsc: Centi(300),
                 ns_per_iter: Some(Centi(14050)),
+                bytes: None,
             }))
         );
         let no_clock = FigureLine::<fn(u64) -> u64> {
             name: "x",
             m: m(4, 8, 0),
             ns: None,
+            bytes: None,
         }
         .to_string();
         assert_eq!(
@@ -363,6 +376,32 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn a_data_figure_carries_its_bytes() {
+        let line = FigureLine::<fn(u64) -> u64> {
+            name: "grant_copy_4k",
+            m: m(10, 20_480, 0),
+            ns: None,
+            bytes: Some(4096),
+        }
+        .to_string();
+        assert_eq!(
+            line,
+            "BENCH name=grant_copy_4k iters=10 tsc_per_iter=2048.00 loop_tsc=0.00 bytes=4096"
+        );
+        assert!(matches!(
+            parse_line(&line),
+            Some(Ok(Parsed::Figure {
+                bytes: Some(4096),
+                ..
+            }))
+        ));
+        assert_eq!(
+            parse_line("BENCH name=x iters=1 tsc_per_iter=1 loop_tsc=0 bytes=4k"),
+            Some(Err(ParseError::Bad("bytes=4k")))
+        );
     }
 
     #[test]

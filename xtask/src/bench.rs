@@ -142,23 +142,44 @@ pub fn parse_log<'a>(
             Parsed::Figure {
                 tsc_per_iter,
                 ns_per_iter,
+                bytes,
                 ..
-            } => match mode {
-                Mode::Icount => {
-                    measured
-                        .figures
-                        .push((name.to_string(), Unit::Insns, tsc_per_iter.as_f64()))
+            } => {
+                // Nanoseconds per iteration: under `-icount shift=0` QEMU's virtual clock
+                // advances one nanosecond per guest instruction, so the count is the time.
+                let per_iter = match mode {
+                    Mode::Icount => {
+                        measured.figures.push((
+                            name.to_string(),
+                            Unit::Insns,
+                            tsc_per_iter.as_f64(),
+                        ));
+                        Some(tsc_per_iter.as_f64())
+                    }
+                    Mode::Wall => match ns_per_iter {
+                        Some(ns) => {
+                            measured
+                                .figures
+                                .push((name.to_string(), Unit::Ns, ns.as_f64()));
+                            Some(ns.as_f64())
+                        }
+                        None => {
+                            measured.skipped.push((
+                                name.to_string(),
+                                "no ns_per_iter (the hypervisor publishes no TSC scale)".into(),
+                            ));
+                            None
+                        }
+                    },
+                };
+                if let (Some(bytes), Some(ns)) = (bytes, per_iter.filter(|&ns| ns > 0.0)) {
+                    measured.figures.push((
+                        throughput_name(name),
+                        Unit::MbPerS,
+                        mb_per_s(bytes, ns),
+                    ));
                 }
-                Mode::Wall => match ns_per_iter {
-                    Some(ns) => measured
-                        .figures
-                        .push((name.to_string(), Unit::Ns, ns.as_f64())),
-                    None => measured.skipped.push((
-                        name.to_string(),
-                        "no ns_per_iter (the hypervisor publishes no TSC scale)".into(),
-                    )),
-                },
-            },
+            }
             Parsed::Skipped { reason, .. } => measured
                 .skipped
                 .push((name.to_string(), reason.to_string())),
@@ -170,6 +191,16 @@ pub fn parse_log<'a>(
         ));
     }
     Ok(measured)
+}
+
+/// The throughput figure derived from a figure that moves data (its line's `bytes=`).
+pub fn throughput_name(name: &str) -> String {
+    format!("{name}_mbps")
+}
+
+/// `bytes` per `ns` nanoseconds in MB/s (10^6 bytes per second), to one decimal.
+pub fn mb_per_s(bytes: u64, ns: f64) -> f64 {
+    (bytes as f64 / ns * 1000.0 * 10.0).round() / 10.0
 }
 
 /// Adds the boot-time figure (milliseconds, one decimal) when `filter` selects it.
@@ -858,6 +889,27 @@ pvguest: BENCH DONE measured=3 skipped=0";
             vec![("hypercall_xen_version".into(), Unit::Ns, 45.5)]
         );
         assert_eq!(wall.skipped.len(), 2, "no ns figure counts as skipped");
+    }
+
+    #[test]
+    fn data_figures_also_give_a_throughput() {
+        let log = "\
+BENCH name=grant_copy_4k iters=1000 tsc_per_iter=2048.00 loop_tsc=2.00 ns_per_iter=1024.00 bytes=4096
+pvguest: BENCH DONE measured=1 skipped=0";
+        let m = parse_log(log.lines(), Mode::Icount).unwrap();
+        assert_eq!(
+            m.figures,
+            vec![
+                ("grant_copy_4k".into(), Unit::Insns, 2048.0),
+                ("grant_copy_4k_mbps".into(), Unit::MbPerS, 2000.0)
+            ]
+        );
+        let wall = parse_log(log.lines(), Mode::Wall).unwrap();
+        assert_eq!(
+            wall.figures[1],
+            ("grant_copy_4k_mbps".into(), Unit::MbPerS, 4000.0)
+        );
+        assert_eq!(mb_per_s(4096, 3000.0), 1365.3);
     }
 
     #[test]

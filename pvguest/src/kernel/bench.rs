@@ -17,13 +17,19 @@ use hypercall_abi::event_channel::{
     EvtchnAllocUnbound, EvtchnBindIpi, EvtchnClose, EvtchnSend, EvtchnStat, EvtchnStatus,
     EvtchnUnmask,
 };
+use hypercall_abi::grant_table::{GnttabCopy, GnttabCopyPtr, GrantRef, GNTCOPY_SOURCE_GREF};
 use hypercall_abi::xen::{
     Hypercall, MmuUpdate, MmuUpdateType, MmuextCmd, MmuextOp, XenVersionCmd, DOMID_SELF,
+    SIF_INITDOMAIN,
 };
+use hypercall_abi::DomId;
 use pvguest::bench::{DoneLine, FigureLine, Filter, Measurement, SkipLine};
+use pvguest::front::grant::{self, GrantTable};
 use pvguest::paging::{pte, PTE_PRESENT, PTE_USER, PTE_WRITABLE};
+use pvguest::pair::PAGE_WORDS;
 
 use super::entry;
+use super::grants::{self, Window};
 use super::mm;
 use super::traps::{self, UPCALLS};
 use super::{pv, Kernel};
@@ -41,15 +47,51 @@ const VECTOR_UD: u8 = 6;
 /// How long `evtchn_pingpong` waits for an upcall before it gives up (loop turns).
 const UPCALL_PATIENCE: u64 = 1_000_000;
 
-type Figure = fn(&mut Kernel) -> Result<Measurement, String>;
+/// Pages of the 64 KiB copies.
+const COPY_PAGES: usize = 16;
+/// Bytes in a page.
+const PAGE_BYTES: u64 = 4096;
 
-const FIGURES: &[(&str, Figure)] = &[
-    ("hypercall_xen_version", hypercall_xen_version),
-    ("bounce_ud2_iret", bounce_ud2_iret),
-    ("evtchn_status", evtchn_status),
-    ("mmu_update_1", mmu_update_1),
-    ("evtchn_pingpong", evtchn_pingpong),
+type Figure = fn(&mut Kernel, &mut Shared) -> Result<Measurement, String>;
+
+/// The figures: name, measurement, and the bytes one iteration moves (data-moving figures).
+const FIGURES: &[(&str, Figure, Option<u64>)] = &[
+    ("hypercall_xen_version", hypercall_xen_version, None),
+    ("bounce_ud2_iret", bounce_ud2_iret, None),
+    ("evtchn_status", evtchn_status, None),
+    ("mmu_update_1", mmu_update_1, None),
+    ("evtchn_pingpong", evtchn_pingpong, None),
+    ("memcpy_4k", memcpy_4k, Some(PAGE_BYTES)),
+    (
+        "memcpy_64k",
+        memcpy_64k,
+        Some(COPY_PAGES as u64 * PAGE_BYTES),
+    ),
+    ("grant_copy_4k", grant_copy_4k, Some(PAGE_BYTES)),
+    (
+        "grant_copy_64k",
+        grant_copy_64k,
+        Some(COPY_PAGES as u64 * PAGE_BYTES),
+    ),
+    ("grant_map_unmap", grant_map_unmap, None),
 ];
+
+/// State figures share, set up by the first figure that needs it.
+#[derive(Default)]
+pub struct Shared {
+    grants: Option<Result<GrantSetup, String>>,
+}
+
+impl Shared {
+    /// The grant figures' frames and grants, set up on first use (a failed setup skips every
+    /// figure that needs it, with the same reason).
+    fn grants(&mut self, k: &mut Kernel) -> Result<&mut GrantSetup, String> {
+        self.grants
+            .get_or_insert_with(|| GrantSetup::new(k))
+            .as_mut()
+            .map_err(|e| e.clone())
+    }
+}
 
 /// Measures every figure the command line's filter selects and prints the lines.
 pub fn run(k: &mut Kernel) {
@@ -62,10 +104,11 @@ pub fn run(k: &mut Kernel) {
         measured: 0,
         skipped: 0,
     };
-    for &(name, figure) in FIGURES.iter().filter(|(name, _)| filter.selects(name)) {
-        match figure(k) {
+    let mut shared = Shared::default();
+    for &(name, figure, bytes) in FIGURES.iter().filter(|(name, ..)| filter.selects(name)) {
+        match figure(k, &mut shared) {
             Ok(m) => {
-                println!("{}", FigureLine { name, m, ns });
+                println!("{}", FigureLine { name, m, ns, bytes });
                 done.measured += 1;
             }
             Err(reason) => {
@@ -140,7 +183,7 @@ fn measure(mut op: impl FnMut()) -> Measurement {
 }
 
 /// `xen_version(XENVER_version)` through the hypercall page.
-fn hypercall_xen_version(_: &mut Kernel) -> Result<Measurement, String> {
+fn hypercall_xen_version(_: &mut Kernel, _: &mut Shared) -> Result<Measurement, String> {
     let hc = pv::hypercalls();
     hc.xen_version().map_err(|e| format!("xen_version: {e}"))?;
     let mut worst = 0i64;
@@ -159,7 +202,7 @@ fn hypercall_xen_version(_: &mut Kernel) -> Result<Measurement, String> {
 
 /// `ud2` -> #UD bounce to [`entry::bench_ud_entry`] -> `iret` hypercall to the next
 /// instruction.
-fn bounce_ud2_iret(_: &mut Kernel) -> Result<Measurement, String> {
+fn bounce_ud2_iret(_: &mut Kernel, _: &mut Shared) -> Result<Measurement, String> {
     let lean = [(VECTOR_UD, entry::bench_ud_entry as *const () as u64)];
     // SAFETY: bench_ud_entry handles #UD's frame (no error code) and returns with iret.
     unsafe { traps::install_trap_table_with(&lean) }.map_err(|e| format!("set_trap_table: {e}"))?;
@@ -174,7 +217,7 @@ fn bounce_ud2_iret(_: &mut Kernel) -> Result<Measurement, String> {
 }
 
 /// `EVTCHNOP_status` on a port allocated unbound (for this domain itself).
-fn evtchn_status(_: &mut Kernel) -> Result<Measurement, String> {
+fn evtchn_status(_: &mut Kernel, _: &mut Shared) -> Result<Measurement, String> {
     let hc = pv::hypercalls();
     let mut alloc = EvtchnAllocUnbound {
         dom: DOMID_SELF,
@@ -216,7 +259,7 @@ fn evtchn_status(_: &mut Kernel) -> Result<Measurement, String> {
 
 /// One `mmu_update` of an L1 entry, alternately mapping a scratch frame at [`BENCH_VA`] and
 /// unmapping it (nothing touches the address, so no flush is needed in between).
-fn mmu_update_1(k: &mut Kernel) -> Result<Measurement, String> {
+fn mmu_update_1(k: &mut Kernel, _: &mut Shared) -> Result<Measurement, String> {
     let root = k.mm.kernel_root();
     let data = k.mm.alloc_frame()?;
     // Creates the intermediate tables and leaves the leaf empty.
@@ -254,7 +297,7 @@ fn mmu_update_1(k: &mut Kernel) -> Result<Measurement, String> {
 
 /// `EVTCHNOP_send` on an IPI port bound to this vCPU, until the upcall handler has run
 /// (through the kernel's ordinary event entry), then the port's pending bit is cleared.
-fn evtchn_pingpong(_: &mut Kernel) -> Result<Measurement, String> {
+fn evtchn_pingpong(_: &mut Kernel, _: &mut Shared) -> Result<Measurement, String> {
     let hc = pv::hypercalls();
     let mut bind = EvtchnBindIpi { vcpu: 0, port: 0 };
     hc.event_channel_op(&mut bind)
@@ -297,4 +340,224 @@ fn evtchn_pingpong(_: &mut Kernel) -> Result<Measurement, String> {
     hc.event_channel_op(&mut EvtchnClose { port })
         .map_err(|e| format!("close port {port}: {e}"))?;
     result
+}
+
+/// Source and destination frames for the copy figures, granted to this domain itself, and a
+/// window page to map a grant at.
+struct GrantSetup {
+    /// This domain's id, as the self-grants name it.
+    domid: DomId,
+    /// The grants of the source frames, one per page.
+    grefs: [GrantRef; COPY_PAGES],
+    /// Where the source pages are mapped (consecutive pages).
+    src_va: u64,
+    /// The destination frames (machine frames: a PV domain's gmfn).
+    dst_mfns: [u64; COPY_PAGES],
+    /// Where the destination pages are mapped (consecutive pages).
+    dst_va: u64,
+    /// A page with nothing mapped, for `map_grant_ref`.
+    map_va: u64,
+    /// Kept for as long as the grants exist.
+    _table: GrantTable,
+}
+
+/// The words of source page `page`: distinct in every page, so a misplaced copy shows.
+fn source_words(page: usize) -> [u64; PAGE_WORDS] {
+    let mut words = [0u64; PAGE_WORDS];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = ((page as u64) << 32 | i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    words
+}
+
+impl GrantSetup {
+    fn new(k: &mut Kernel) -> Result<GrantSetup, String> {
+        // A domain learns its own id from nothing but this flag: the initial domain is d0
+        // (on Xen and on hv alike). Others would need xenstore's `domid`.
+        if k.si.flags & SIF_INITDOMAIN == 0 {
+            return Err("own domid unknown: not the initial domain".into());
+        }
+        let domid: DomId = 0;
+        let mut window = Window::default();
+        let mut table = grants::own_table(k, &mut window)?;
+        let mut src_mfns = [0u64; COPY_PAGES];
+        let mut src_va = 0;
+        for (page, mfn) in src_mfns.iter_mut().enumerate() {
+            *mfn = k.mm.alloc_frame()?.mfn;
+            let va = window.map_frame(k, *mfn)?;
+            if page == 0 {
+                src_va = va;
+            }
+            // SAFETY: `va` maps the fresh frame writable; nothing else refers to it.
+            unsafe { grants::write_page(va, &source_words(page)) };
+        }
+        let mut dst_mfns = [0u64; COPY_PAGES];
+        let mut dst_va = 0;
+        for (page, mfn) in dst_mfns.iter_mut().enumerate() {
+            *mfn = k.mm.alloc_frame()?.mfn;
+            let va = window.map_frame(k, *mfn)?;
+            if page == 0 {
+                dst_va = va;
+            }
+        }
+        let map_va = window.page(k)?;
+        let mut grefs = [0; COPY_PAGES];
+        for (gref, &mfn) in grefs.iter_mut().zip(&src_mfns) {
+            *gref = table
+                .grant_access(domid, mfn, false)
+                .map_err(|e| format!("grant_access: {e}"))?;
+        }
+        Ok(GrantSetup {
+            domid,
+            grefs,
+            src_va,
+            dst_mfns,
+            dst_va,
+            map_va,
+            _table: table,
+        })
+    }
+
+    /// Zeroes the destination pages.
+    fn clear_destination(&self) {
+        for page in 0..COPY_PAGES as u64 {
+            // SAFETY: the destination pages are mapped writable and nothing refers to them.
+            unsafe { grants::write_page(self.dst_va + page * PAGE_BYTES, &[0; PAGE_WORDS]) };
+        }
+    }
+
+    /// Whether the first `pages` destination pages hold the source pages.
+    fn check_destination(&self, pages: usize, what: &str) -> Result<(), String> {
+        for page in 0..pages {
+            // SAFETY: the destination pages are mapped and nothing writes them now.
+            let seen = unsafe { grants::read_page(self.dst_va + page as u64 * PAGE_BYTES) };
+            if seen != source_words(page) {
+                return Err(format!(
+                    "{what}: destination page {page} differs from its source"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `GNTTABOP_copy` operations copying the first `pages` source grants (`DOMID_SELF`'s
+    /// grant references) to the destination frames (gmfn), a whole page each.
+    fn copy_ops(&self, pages: usize) -> [GnttabCopy; COPY_PAGES] {
+        let mut ops = [GnttabCopy::default(); COPY_PAGES];
+        for (i, op) in ops.iter_mut().enumerate().take(pages) {
+            *op = GnttabCopy {
+                source: GnttabCopyPtr::from_gref(DOMID_SELF, self.grefs[i], 0),
+                dest: GnttabCopyPtr::from_gmfn(DOMID_SELF, self.dst_mfns[i], 0),
+                len: PAGE_BYTES as u16,
+                flags: GNTCOPY_SOURCE_GREF,
+                ..GnttabCopy::default()
+            };
+        }
+        ops
+    }
+}
+
+/// A plain copy of `pages` source pages to the destination pages inside the guest.
+fn memcpy_pages(shared: &mut Shared, k: &mut Kernel, pages: usize) -> Result<Measurement, String> {
+    let g = shared.grants(k)?;
+    g.clear_destination();
+    let (src, dst) = (g.src_va as *const u8, g.dst_va as *mut u8);
+    let len = pages * PAGE_BYTES as usize;
+    let m = measure(|| {
+        // SAFETY: both runs of consecutive pages are mapped (readable, writable), do not
+        // overlap, and no Rust reference covers them. black_box keeps each copy.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                core::hint::black_box(src),
+                core::hint::black_box(dst),
+                len,
+            )
+        }
+    });
+    g.check_destination(pages, "memcpy")?;
+    Ok(m)
+}
+
+/// memcpy of one page.
+fn memcpy_4k(k: &mut Kernel, shared: &mut Shared) -> Result<Measurement, String> {
+    memcpy_pages(shared, k, 1)
+}
+
+/// memcpy of [`COPY_PAGES`] pages in one call.
+fn memcpy_64k(k: &mut Kernel, shared: &mut Shared) -> Result<Measurement, String> {
+    memcpy_pages(shared, k, COPY_PAGES)
+}
+
+/// One `GNTTABOP_copy` batch of `pages` page-sized operations from self-granted frames to
+/// this domain's own frames.
+fn grant_copy_pages(
+    shared: &mut Shared,
+    k: &mut Kernel,
+    pages: usize,
+) -> Result<Measurement, String> {
+    let g = shared.grants(k)?;
+    g.clear_destination();
+    let mut ops = g.copy_ops(pages);
+    let hc = pv::hypercalls();
+    // One batch first: a hypervisor that refuses the copy skips the figure.
+    // SAFETY: the destination frames are mapped only at the window pages, which no Rust
+    // reference covers.
+    unsafe { grant::copy(&hc, &mut ops[..pages]) }.map_err(|e| format!("copy: {e}"))?;
+    g.check_destination(pages, "grant copy")?;
+    let mut failed = None;
+    let m = measure(|| {
+        // SAFETY: as above.
+        if let Err(e) = unsafe { grant::copy(&hc, &mut ops[..pages]) } {
+            failed = Some(e);
+        }
+    });
+    match failed {
+        Some(e) => Err(format!("copy failed during the measurement: {e}")),
+        None => Ok(m),
+    }
+}
+
+/// `GNTTABOP_copy` of one page.
+fn grant_copy_4k(k: &mut Kernel, shared: &mut Shared) -> Result<Measurement, String> {
+    grant_copy_pages(shared, k, 1)
+}
+
+/// `GNTTABOP_copy` of [`COPY_PAGES`] pages in one batch.
+fn grant_copy_64k(k: &mut Kernel, shared: &mut Shared) -> Result<Measurement, String> {
+    grant_copy_pages(shared, k, COPY_PAGES)
+}
+
+/// `GNTTABOP_map_grant_ref` of a self-grant at a scratch page (host mapping), then
+/// `GNTTABOP_unmap_grant_ref` of it.
+fn grant_map_unmap(k: &mut Kernel, shared: &mut Shared) -> Result<Measurement, String> {
+    let g = shared.grants(k)?;
+    let hc = pv::hypercalls();
+    let (domid, gref, va) = (g.domid, g.grefs[0], g.map_va);
+    // One round first, checking the mapping shows the granted page.
+    // SAFETY: `va` is a window page with its page tables and nothing mapped, which no Rust
+    // reference covers.
+    let mapping = unsafe { grant::map_grant(&hc, domid, gref, va, false) }
+        .map_err(|e| format!("map_grant_ref of self-grant {gref} (d{domid}): {e}"))?;
+    // SAFETY: `va` now maps the granted source page.
+    let seen = unsafe { grants::read_page(va) };
+    // SAFETY: `seen` is a copy; nothing refers to the page.
+    unsafe { grant::unmap_grant(&hc, mapping) }.map_err(|e| format!("unmap_grant_ref: {e}"))?;
+    if seen != source_words(0) {
+        return Err("the mapped self-grant does not show the granted page".into());
+    }
+    let mut failed = None;
+    let m = measure(|| {
+        // SAFETY: as above: `va` is the scratch page, unmapped again after each round.
+        let round = unsafe { grant::map_grant(&hc, domid, gref, va, false) }.and_then(|mapping| {
+            // SAFETY: nothing touches the page between the map and the unmap.
+            unsafe { grant::unmap_grant(&hc, mapping) }
+        });
+        if let Err(e) = round {
+            failed = Some(e);
+        }
+    });
+    match failed {
+        Some(e) => Err(format!("map/unmap failed during the measurement: {e}")),
+        None => Ok(m),
+    }
 }
