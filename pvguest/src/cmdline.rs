@@ -30,6 +30,12 @@ pub enum Mode {
     /// A domU's xenstore checks through the xenbus client, and console output through its
     /// console ring (see `crate::xenbus_test`).
     XenbusTest(XenbusTestArgs),
+    /// Attack another domain's event channels and grants and feed garbage to xenstored, as
+    /// an unprivileged domU (see `kernel::hostile_peer`).
+    HostilePeer {
+        /// The domain attacked.
+        peer: crate::xenstore::DomId,
+    },
 }
 
 /// The ways `crash=<how>` makes the domain die.
@@ -60,7 +66,7 @@ impl CrashKind {
 }
 
 /// The line printed when the command line names no known mode.
-pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
+pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `hostile-peer peer=D` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
 
 /// The first word of `cmdline` that names no known mode (empty when the line is empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +93,11 @@ pub fn parse_mode(cmdline: &[u8]) -> Result<Mode, UnknownMode<'_>> {
             .map(Mode::Grant)
             .map_err(|bad| UnknownMode(bad.0)),
         "backend" => Ok(Mode::Backend),
+        "hostile-peer" => words
+            .find_map(|w| w.strip_prefix("peer=").map(|v| (w, v)))
+            .ok_or(UnknownMode("peer="))
+            .and_then(|(w, v)| v.parse().map_err(|_| UnknownMode(w)))
+            .map(|peer| Mode::HostilePeer { peer }),
         "xenbus-test" => XenbusTestArgs::parse(words)
             .map(Mode::XenbusTest)
             .map_err(|bad| UnknownMode(bad.0)),
@@ -120,6 +131,15 @@ mod tests {
             Ok(Mode::XenbusTest(XenbusTestArgs { other: 2 }))
         );
         assert_eq!(parse_mode(b"xenbus-test"), Err(UnknownMode("other=")));
+        assert_eq!(
+            parse_mode(b"hostile-peer x peer=2"),
+            Ok(Mode::HostilePeer { peer: 2 })
+        );
+        assert_eq!(parse_mode(b"hostile-peer"), Err(UnknownMode("peer=")));
+        assert_eq!(
+            parse_mode(b"hostile-peer peer=d2"),
+            Err(UnknownMode("peer=d2"))
+        );
     }
 
     #[test]
@@ -162,7 +182,8 @@ mod tests {
                     port: None
                 },
                 rw_ref: 8,
-                ro_ref: 9
+                ro_ref: 9,
+                then: crate::pair::Then::Finish
             }))
         );
         assert_eq!(

@@ -54,6 +54,24 @@ pub struct GrantArgs {
     pub rw_ref: GrantRef,
     /// The read-only grant.
     pub ro_ref: GrantRef,
+    /// What happens after the first mapping (`then=`): the normal run, or one side dying
+    /// while the read-write grant is mapped.
+    pub then: Then,
+}
+
+/// `then=` of `grant`: whether a side dies while the read-write grant is mapped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Then {
+    /// The normal run (no `then=`).
+    #[default]
+    Finish,
+    /// `then=crash`: once the read-write grant is mapped (and the peer told), this side
+    /// crashes with `SCHEDOP_shutdown(crash)`, leaving the mapping or the grant behind.
+    Crash,
+    /// `then=outlive`: the peer crashes while the mapping exists; this side checks what is
+    /// left (the granter ends access once hv has dropped the dead mapper's mapping, the mapper
+    /// still reads the dead granter's page and unmaps it) and finishes.
+    Outlive,
 }
 
 /// The word of a mode's arguments that is wrong or missing (`role=` when there is none).
@@ -114,10 +132,14 @@ impl GrantArgs {
     /// Parses the words after `grant`.
     pub fn parse<'a>(words: impl Iterator<Item = &'a str>) -> Result<Self, BadArgument<'a>> {
         let (mut rw_ref, mut ro_ref) = (GNTTAB_NR_RESERVED_ENTRIES, GNTTAB_NR_RESERVED_ENTRIES + 1);
+        let mut then = Then::Finish;
         let pair = parse_pair(words, "granter", "mapper", |word, key, value| {
-            match key {
-                "rw" => rw_ref = number(word, value)?,
-                "ro" => ro_ref = number(word, value)?,
+            match (key, value) {
+                ("rw", _) => rw_ref = number(word, value)?,
+                ("ro", _) => ro_ref = number(word, value)?,
+                ("then", "crash") => then = Then::Crash,
+                ("then", "outlive") => then = Then::Outlive,
+                ("then", _) => return Err(BadArgument(word)),
                 _ => {}
             }
             Ok(())
@@ -126,6 +148,7 @@ impl GrantArgs {
             pair,
             rw_ref,
             ro_ref,
+            then,
         })
     }
 }
@@ -290,7 +313,8 @@ mod tests {
                     port: None
                 },
                 rw_ref: 8,
-                ro_ref: 9
+                ro_ref: 9,
+                then: Then::Finish
             })
         );
         assert_eq!(
@@ -302,8 +326,21 @@ mod tests {
                     port: Some(3)
                 },
                 rw_ref: 10,
-                ro_ref: 11
+                ro_ref: 11,
+                then: Then::Finish
             })
+        );
+        assert_eq!(
+            GrantArgs::parse(words("role=mapper peer=1 port=3 then=crash")).map(|a| a.then),
+            Ok(Then::Crash)
+        );
+        assert_eq!(
+            GrantArgs::parse(words("role=granter peer=2 then=outlive")).map(|a| a.then),
+            Ok(Then::Outlive)
+        );
+        assert_eq!(
+            GrantArgs::parse(words("role=granter peer=2 then=sideways")),
+            Err(BadArgument("then=sideways"))
         );
         assert_eq!(
             GrantArgs::parse(words("role=mapper peer=1 port=3 rw=x")),

@@ -11,6 +11,7 @@ mod entry;
 mod events;
 mod grants;
 mod hostile;
+mod hostile_peer;
 mod mm;
 mod pair;
 mod pv;
@@ -141,6 +142,10 @@ extern "C" fn pvguest_start(start_info: *const StartInfo, boot_rsp: u64) -> ! {
         }),
         Ok(Mode::XenbusTest(args)) => {
             xenbus_test::run(&mut kernel, args);
+            pv::shutdown(ShutdownReason::Poweroff)
+        }
+        Ok(Mode::HostilePeer { peer }) => {
+            hostile_peer::run(&mut kernel, peer);
             pv::shutdown(ShutdownReason::Poweroff)
         }
         Err(unknown) => {

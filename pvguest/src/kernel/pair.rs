@@ -17,11 +17,12 @@ use pvguest::front::evtchn;
 use pvguest::front::grant::{self, GrantError, GrantMapping};
 use pvguest::pair::{
     checksum, fill_pattern, pattern_checksum, GrantArgs, PairArgs, PingpongArgs, PingpongTally,
-    Role, GRANTER_SEED, MAPPER_SEED, PAGE_WORDS, READONLY_SEED,
+    Role, Then, GRANTER_SEED, MAPPER_SEED, PAGE_WORDS, READONLY_SEED,
 };
 
 use super::grants::{self, Window};
-use super::{events, pv, Kernel};
+use super::{crash, events, pv, Kernel};
+use pvguest::cmdline::CrashKind;
 
 /// How long either side waits for the other to allocate or bind the channel.
 const BIND_PATIENCE_NS: u64 = 10_000_000_000;
@@ -256,9 +257,11 @@ fn refused(result: Result<GrantMapping, GrantError>, want: GrantStatus) -> Resul
 pub fn grant(k: &mut Kernel, args: GrantArgs) -> bool {
     let mut checks = Checks { failed: 0 };
     let mut window = Window::default();
-    let result = match args.pair.role {
-        Role::Server => granter(k, args, &mut window, &mut checks),
-        Role::Client => mapper(k, args, &mut window, &mut checks),
+    let result = match (args.pair.role, args.then) {
+        (Role::Server, Then::Finish) => granter(k, args, &mut window, &mut checks),
+        (Role::Client, Then::Finish) => mapper(k, args, &mut window, &mut checks),
+        (Role::Server, then) => granter_death(k, args, then, &mut window, &mut checks),
+        (Role::Client, then) => mapper_death(k, args, then, &mut window, &mut checks),
     };
     if let Err(e) = result {
         checks.check("run", Err(e));
@@ -425,4 +428,159 @@ fn mapper(
     })();
     peer.close();
     result
+}
+
+/// Dies on purpose (`then=crash`), leaving whatever this side holds for hv to clean up.
+fn die_holding(what: &str) -> ! {
+    println!("grant: crashing while {what}");
+    crash::crash(CrashKind::Shutdown)
+}
+
+/// The granter of `then=crash|outlive`: grants one page read-write and waits until the mapper
+/// has mapped it. With `then=crash` it then dies under the mapping; with `then=outlive` it is
+/// refused ending access while the mapper holds the mapping, tells the mapper (which dies),
+/// and ends access once hv has released the dead mapper's mapping.
+fn granter_death(
+    k: &mut Kernel,
+    args: GrantArgs,
+    then: Then,
+    window: &mut Window,
+    checks: &mut Checks,
+) -> Result<(), String> {
+    let peer_id = args.pair.peer;
+    let mut table = grants::own_table(k, window)?;
+    let (rw_mfn, rw_va) = patterned_frame(k, window, GRANTER_SEED)?;
+    let rw = table
+        .grant_access(peer_id, rw_mfn, false)
+        .map_err(|e| e.to_string())?;
+    println!("grant: granted ref {rw} (read-write) to d{peer_id}");
+    checks.check(
+        "ref as agreed",
+        expect("read-write ref", rw.into(), args.rw_ref.into()),
+    );
+    let mut peer = Peer::connect("grant", args.pair)?;
+    peer.wait(STEP_TIMEOUT_NS)
+        .ok_or("the mapper did not map the grant")?;
+    if then == Then::Crash {
+        die_holding(&format!("ref {rw} is mapped by d{peer_id}"));
+    }
+    // SAFETY: `rw_va` maps our granted frame; the mapper is done writing it.
+    let seen = checksum(&unsafe { grants::read_page(rw_va) });
+    checks.check(
+        "mapper's pattern",
+        expect("checksum", seen, pattern_checksum(MAPPER_SEED)),
+    );
+    checks.check(
+        "end access while mapped refused",
+        match table.end_access(rw) {
+            Err(GrantError::InUse(_)) => Ok(()),
+            Err(e) => Err(format!("refused with {e}, expected in use")),
+            Ok(()) => Err("access ended under the mapping".into()),
+        },
+    );
+    // The mapper dies on this event, with the mapping in place.
+    peer.send()?;
+    let hc = pv::hypercalls();
+    let deadline = pv::system_time_ns() + STEP_TIMEOUT_NS;
+    let mut tries = 1u32;
+    let ended = loop {
+        match table.end_access(rw) {
+            Ok(()) => break Ok(()),
+            Err(GrantError::InUse(_)) if pv::system_time_ns() < deadline => {
+                tries += 1;
+                let _ = hc.sched_op_yield();
+            }
+            Err(e) => break Err(format!("after {tries} tries: {e}")),
+        }
+    };
+    if ended.is_ok() {
+        println!("grant: access ended after {tries} tries");
+    }
+    checks.check("end access after the mapper died", ended);
+    peer.close();
+    Ok(())
+}
+
+/// The mapper of `then=crash|outlive`: maps the read-write grant, checks the granter's
+/// pattern and writes its own. With `then=crash` it tells the granter, waits for its answer
+/// and dies with the mapping in place; with `then=outlive` it tells the granter (which dies),
+/// waits until the channel shows the granter gone, checks that the page is still the
+/// granter's page, readable and writable, and unmaps it.
+fn mapper_death(
+    k: &mut Kernel,
+    args: GrantArgs,
+    then: Then,
+    window: &mut Window,
+    checks: &mut Checks,
+) -> Result<(), String> {
+    let hc = pv::hypercalls();
+    let dom = args.pair.peer;
+    let mut peer = Peer::connect("grant", args.pair)?;
+    let va = window.page(k)?;
+    // SAFETY: `va` is a window page with its L1 in place and nothing mapped or referred to
+    // there.
+    let mapped = unsafe { grant::map_grant(&hc, dom, args.rw_ref, va, false) };
+    let m = mapped.map_err(|e| format!("map read-write grant: {e}"))?;
+    checks.check("map read-write grant", Ok(()));
+    // SAFETY: `va` maps the granted page; only this code touches it.
+    let seen = checksum(&unsafe { grants::read_page(va) });
+    checks.check(
+        "granter's pattern",
+        expect("checksum", seen, pattern_checksum(GRANTER_SEED)),
+    );
+    let mut words = [0u64; PAGE_WORDS];
+    fill_pattern(MAPPER_SEED, &mut words);
+    // SAFETY: as above, mapped writable.
+    unsafe { grants::write_page(va, &words) };
+    peer.send()?;
+    if then == Then::Crash {
+        peer.wait(STEP_TIMEOUT_NS)
+            .ok_or("the granter did not answer")?;
+        die_holding(&format!("ref {} of d{dom} is mapped", args.rw_ref));
+    }
+    // The granter dies now; its end of the channel closes with it. No event says so (Xen
+    // does not notify the remaining end), so poll.
+    let port = peer.port;
+    let deadline = pv::system_time_ns() + STEP_TIMEOUT_NS;
+    let gone = loop {
+        if evtchn::status(&hc, port).is_ok_and(|s| s.status != EvtchnStat::Interdomain.raw()) {
+            break true;
+        }
+        if pv::system_time_ns() >= deadline {
+            break false;
+        }
+        let _ = hc.sched_op_yield();
+    };
+    checks.check(
+        "granter gone",
+        if gone {
+            Ok(())
+        } else {
+            Err(format!("port {port} still connected to d{dom}"))
+        },
+    );
+    // SAFETY: `va` still maps the dead granter's page (the mapping holds it); only this code
+    // touches it.
+    let seen = checksum(&unsafe { grants::read_page(va) });
+    checks.check(
+        "page readable after the granter died",
+        expect("checksum", seen, pattern_checksum(MAPPER_SEED)),
+    );
+    fill_pattern(READONLY_SEED, &mut words);
+    // SAFETY: as above, mapped writable.
+    unsafe { grants::write_page(va, &words) };
+    // SAFETY: as above.
+    let seen = checksum(&unsafe { grants::read_page(va) });
+    checks.check(
+        "page writable after the granter died",
+        expect("checksum", seen, pattern_checksum(READONLY_SEED)),
+    );
+    // SAFETY: nothing refers to the page any more.
+    let unmapped = unsafe { grant::unmap_grant(&hc, m) };
+    checks.check(
+        "unmap after the granter died",
+        unmapped.map_err(|e| e.to_string()),
+    );
+    peer.close();
+    Ok(())
 }
