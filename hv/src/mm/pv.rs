@@ -1157,6 +1157,16 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
         Ok(table)
     }
 
+    /// The L1 table and index holding `va`'s entry in `domid`'s tables under `root`, for the
+    /// grant-mapping calls below: `va` must be a guest address with a validated L1 of `domid`.
+    fn grant_slot(&mut self, domid: DomId, root: Mfn, va: u64) -> Result<(Mfn, usize), PvError> {
+        if !guest_va_ok(va) {
+            return Err(PvError::BadAddress(va));
+        }
+        let l1 = self.walk_to_l1(domid, root, va)?;
+        Ok((l1, Level::L1.index_of(va)))
+    }
+
     /// For `GNTTABOP_map_grant_ref`: makes the L1 entry for `va` in `domid`'s tables under
     /// `root` (the vCPU's current L4) map `mfn`, read-only or writable, marked as a grant
     /// mapping. It takes no reference: the grant tables hold the frame's (a general one, and
@@ -1174,11 +1184,7 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
         mfn: Mfn,
         readonly: bool,
     ) -> Result<(), PvError> {
-        if !guest_va_ok(va) {
-            return Err(PvError::BadAddress(va));
-        }
-        let l1 = self.walk_to_l1(domid, root, va)?;
-        let index = Level::L1.index_of(va);
+        let (l1, index) = self.grant_slot(domid, root, va)?;
         if self.mem.read_entry(l1, index) & PTE_PRESENT != 0 {
             return Err(PvError::EntryInUse(va));
         }
@@ -1203,11 +1209,7 @@ impl<'a, 'f, M: PageMemory> PvMm<'a, 'f, M> {
         mfn: Mfn,
         readonly: bool,
     ) -> Result<(), PvError> {
-        if !guest_va_ok(va) {
-            return Err(PvError::BadAddress(va));
-        }
-        let l1 = self.walk_to_l1(domid, root, va)?;
-        let index = Level::L1.index_of(va);
+        let (l1, index) = self.grant_slot(domid, root, va)?;
         let entry = self.mem.read_entry(l1, index);
         let writable = entry & PTE_RW != 0;
         if !is_grant_entry(Level::L1, entry) || entry_mfn(entry) != mfn || writable == readonly {
