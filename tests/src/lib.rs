@@ -172,6 +172,45 @@ pub fn assert_selftest_passed(report: &RunReport, id: u32) {
     );
 }
 
+/// Asserts domain `id` reported no failed check, each of `checks` as `<mode>: <check> ok`,
+/// and `<mode>: SUCCESS` at the end.
+pub fn assert_checks_passed(report: &RunReport, id: u32, mode: &str, checks: &[&str]) {
+    let lines = guest_lines(report, id);
+    let failed: Vec<&&str> = lines.iter().filter(|l| l.contains("FAILED")).collect();
+    assert!(
+        failed.is_empty(),
+        "d{id} failed checks: {failed:?}\n{}",
+        report.describe()
+    );
+    for check in checks {
+        let line = format!("{mode}: {check} ok");
+        assert!(
+            lines.contains(&line.as_str()),
+            "d{id} did not print {line:?}\n{}",
+            report.describe()
+        );
+    }
+    let success = format!("{mode}: SUCCESS");
+    assert!(
+        lines.contains(&success.as_str()),
+        "d{id} did not report success\n{}",
+        report.describe()
+    );
+}
+
+/// Asserts hv's free-frame count after the run equals the count before the domains were
+/// built (hv prints both on one `Frames free: ` line when the last domain is gone).
+pub fn assert_frames_balance(report: &RunReport) {
+    let line = hv_line(report, "Frames free: ");
+    let before = number_after(line, "Frames free: ");
+    let after = number_after(line, "built, ");
+    assert!(
+        before.is_some() && before == after,
+        "frames leaked: {line:?}\n{}",
+        report.describe()
+    );
+}
+
 /// The unsigned number right after `label` in `line`, e.g. `number_after(l, "took ")`.
 pub fn number_after(line: &str, label: &str) -> Option<u64> {
     let (_, rest) = line.split_once(label)?;

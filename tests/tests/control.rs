@@ -6,21 +6,9 @@
 //! comes back and hv powers off cleanly.
 
 use hv_tests::{
-    assert_power_off, assert_selftest_passed, boot_pvguests, guest_lines, hv_line, number_after,
-    RunReport, TempDir,
+    assert_frames_balance, assert_power_off, assert_selftest_passed, boot_pvguests, guest_lines,
+    hv_line, RunReport, TempDir,
 };
-
-/// hv's free-frame count after the run equals the count before the domains were built.
-fn assert_frames_balance(report: &RunReport) {
-    let line = hv_line(report, "Frames free: ");
-    let before = number_after(line, "Frames free: ");
-    let after = number_after(line, "built, ");
-    assert!(
-        before.is_some() && before == after,
-        "frames leaked: {line:?}\n{}",
-        report.describe()
-    );
-}
 
 /// Domain `id` printed each of `expected` (whole lines, in any order).
 fn assert_guest_lines(report: &RunReport, id: u32, expected: &[&str]) {

@@ -11,32 +11,9 @@
 //! were built: the dead domain's frames, its grant table and the granted frame all come back.
 
 use hv_tests::{
-    assert_power_off, assert_selftest_passed, boot_pvguests, guest_lines, hv_line, number_after,
-    RunReport, TempDir,
+    assert_checks_passed, assert_frames_balance, assert_power_off, assert_selftest_passed,
+    boot_pvguests, guest_lines, hv_line, RunReport, TempDir,
 };
-
-fn assert_checks_passed(report: &RunReport, id: u32, checks: &[&str]) {
-    let lines = guest_lines(report, id);
-    let failed: Vec<&&str> = lines.iter().filter(|l| l.contains("FAILED")).collect();
-    assert!(
-        failed.is_empty(),
-        "d{id} failed checks: {failed:?}\n{}",
-        report.describe()
-    );
-    for check in checks {
-        let line = format!("grant: {check} ok");
-        assert!(
-            lines.contains(&line.as_str()),
-            "d{id} did not print {line:?}\n{}",
-            report.describe()
-        );
-    }
-    assert!(
-        lines.contains(&"grant: SUCCESS"),
-        "d{id} did not report success\n{}",
-        report.describe()
-    );
-}
 
 /// d`id` (named `name`) started its crash while holding `what`, and hv crashed it.
 fn assert_crashed_holding(report: &RunReport, id: u32, name: &str, what: &str) {
@@ -52,17 +29,6 @@ fn assert_crashed_holding(report: &RunReport, id: u32, name: &str, what: &str) {
     assert!(
         !lines.contains(&"grant: SUCCESS") && !lines.contains(&"grant: FAILURE"),
         "d{id} ran on after its crash\n{}",
-        report.describe()
-    );
-}
-
-fn assert_frames_balance(report: &RunReport) {
-    let frames = hv_line(report, "Frames free: ");
-    let before = number_after(frames, "Frames free: ");
-    let after = number_after(frames, "were built, ");
-    assert!(
-        before.is_some() && before == after,
-        "frames leaked: {frames:?}\n{}",
         report.describe()
     );
 }
@@ -90,6 +56,7 @@ fn mapper_killed_while_mapping_a_grant_leaks_nothing() {
     assert_checks_passed(
         &report,
         1,
+        "grant",
         &[
             "ref as agreed",
             "mapper's pattern",
@@ -140,6 +107,7 @@ fn granter_killed_while_its_grant_is_mapped_leaks_nothing() {
     assert_checks_passed(
         &report,
         2,
+        "grant",
         &[
             "map read-write grant",
             "granter's pattern",

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use hv_tests::{
-    assert_power_off, assert_selftest_passed, boot_pvguests, guest_lines, hv_line, number_after,
+    assert_frames_balance, assert_power_off, assert_selftest_passed, boot_pvguests, guest_lines,
     RunReport, TempDir,
 };
 
@@ -282,13 +282,6 @@ fn the_honest_domain_finishes_its_selftest_meanwhile() {
 #[test]
 fn every_frame_comes_back_and_hv_powers_off() {
     let report = run();
-    let line = hv_line(report, "Frames free: ");
-    let before = number_after(line, "Frames free: ");
-    let after = number_after(line, "built, ");
-    assert!(
-        before.is_some() && before == after,
-        "frames leaked: {line:?}\n{}",
-        report.describe()
-    );
+    assert_frames_balance(report);
     assert_power_off(report, 0);
 }

@@ -10,7 +10,7 @@
 //! checks, the back end succeeds, and every frame comes back.
 
 use hv_tests::{
-    assert_power_off, boot_pvguests, guest_lines, hv_line, number_after, RunReport, TempDir,
+    assert_frames_balance, assert_power_off, boot_pvguests, guest_lines, hv_line, TempDir,
 };
 
 /// Every case and how it must be refused (the text after `refused `).
@@ -52,17 +52,6 @@ const XENBUS_CHECKS: [&str; 7] = [
     "transaction conflict",
     "console ring",
 ];
-
-fn assert_frames_balance(report: &RunReport) {
-    let line = hv_line(report, "Frames free: ");
-    let before = number_after(line, "Frames free: ");
-    let after = number_after(line, "built, ");
-    assert!(
-        before.is_some() && before == after,
-        "frames leaked: {line:?}\n{}",
-        report.describe()
-    );
-}
 
 #[test]
 fn hostile_domu_is_refused_others_ports_grants_and_cannot_break_xenstored() {

@@ -8,7 +8,8 @@
 //! domain's `(dN)` prefix. Every frame comes back and hv powers off cleanly.
 
 use hv_tests::{
-    assert_power_off, boot_pvguests, guest_lines, hv_line, number_after, RunReport, TempDir,
+    assert_frames_balance, assert_power_off, boot_pvguests, guest_lines, hv_line, number_after,
+    TempDir,
 };
 
 /// The checks `xenbus-test` reports, in order.
@@ -29,18 +30,6 @@ fn console_lines(id: u32) -> [String; 3] {
         format!("console ring line 2 of 3 from d{id}"),
         format!("console ring line 3 of 3 from d{id}"),
     ]
-}
-
-/// hv's free-frame count after the run equals the count before the domains were built.
-fn assert_frames_balance(report: &RunReport) {
-    let line = hv_line(report, "Frames free: ");
-    let before = number_after(line, "Frames free: ");
-    let after = number_after(line, "built, ");
-    assert!(
-        before.is_some() && before == after,
-        "frames leaked: {line:?}\n{}",
-        report.describe()
-    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use hypercall_abi::grant_table::{
 };
 use hypercall_abi::xen::DOMID_SELF;
 use pvguest::front::evtchn;
-use pvguest::front::grant::{self, GrantError, GrantMapping};
+use pvguest::front::grant::{self, GrantError, GrantMapping, GrantTable};
 use pvguest::pair::{
     checksum, fill_pattern, pattern_checksum, GrantArgs, PairArgs, PingpongArgs, PingpongTally,
     Role, Then, GRANTER_SEED, MAPPER_SEED, PAGE_WORDS, READONLY_SEED,
@@ -312,19 +312,7 @@ fn granter(
         peer.wait(STEP_TIMEOUT_NS)
             .ok_or("the mapper did not finish its first round")?;
         // SAFETY: `rw_va` maps our granted frame; the mapper is done writing it.
-        let seen = checksum(&unsafe { grants::read_page(rw_va) });
-        checks.check(
-            "mapper's pattern",
-            expect("checksum", seen, pattern_checksum(MAPPER_SEED)),
-        );
-        checks.check(
-            "end access while mapped refused",
-            match table.end_access(rw) {
-                Err(GrantError::InUse(_)) => Ok(()),
-                Err(e) => Err(format!("refused with {e}, expected in use")),
-                Ok(()) => Err("access ended under the mapping".into()),
-            },
-        );
+        unsafe { check_mapped_by_mapper(checks, &mut table, rw, rw_va) };
         peer.send()?;
         peer.wait(STEP_TIMEOUT_NS)
             .ok_or("the mapper did not unmap")?;
@@ -361,16 +349,8 @@ fn mapper(
             mapped.map(|_| ()).map_err(|e| e.to_string()),
         ) {
             if let Ok(m) = mapped {
-                // SAFETY: `va` maps the granted page; only this code touches it.
-                let seen = checksum(&unsafe { grants::read_page(va) });
-                checks.check(
-                    "granter's pattern",
-                    expect("checksum", seen, pattern_checksum(GRANTER_SEED)),
-                );
-                let mut words = [0u64; PAGE_WORDS];
-                fill_pattern(MAPPER_SEED, &mut words);
-                // SAFETY: as above, mapped writable.
-                unsafe { grants::write_page(va, &words) };
+                // SAFETY: `va` maps the granted page writable; only this code touches it.
+                unsafe { check_granters_page_and_overwrite(checks, va) };
                 // SAFETY: nothing refers to the page any more.
                 let unmapped = unsafe { grant::unmap_grant(&hc, m) };
                 checks.check("unmap", unmapped.map_err(|e| e.to_string()));
@@ -430,6 +410,51 @@ fn mapper(
     result
 }
 
+/// The granter's checks once the mapper has mapped ref `rw` (at our `rw_va`) and written its
+/// pattern: the page holds that pattern, and ending access under the mapping is refused.
+///
+/// # Safety
+/// `rw_va` maps the frame granted as `rw`, and the mapper is done writing it.
+unsafe fn check_mapped_by_mapper(
+    checks: &mut Checks,
+    table: &mut GrantTable,
+    rw: GrantRef,
+    rw_va: u64,
+) {
+    // SAFETY: per the caller, `rw_va` maps the granted frame and nobody writes it now.
+    let seen = checksum(&unsafe { grants::read_page(rw_va) });
+    checks.check(
+        "mapper's pattern",
+        expect("checksum", seen, pattern_checksum(MAPPER_SEED)),
+    );
+    checks.check(
+        "end access while mapped refused",
+        match table.end_access(rw) {
+            Err(GrantError::InUse(_)) => Ok(()),
+            Err(e) => Err(format!("refused with {e}, expected in use")),
+            Ok(()) => Err("access ended under the mapping".into()),
+        },
+    );
+}
+
+/// The mapper's first look at a freshly mapped read-write grant: it holds the granter's
+/// pattern; then the mapper writes its own.
+///
+/// # Safety
+/// `va` maps the granted page writable, and nothing else in this domain touches it.
+unsafe fn check_granters_page_and_overwrite(checks: &mut Checks, va: u64) {
+    // SAFETY: per the caller, `va` maps the granted page.
+    let seen = checksum(&unsafe { grants::read_page(va) });
+    checks.check(
+        "granter's pattern",
+        expect("checksum", seen, pattern_checksum(GRANTER_SEED)),
+    );
+    let mut words = [0u64; PAGE_WORDS];
+    fill_pattern(MAPPER_SEED, &mut words);
+    // SAFETY: per the caller, mapped writable and ours alone.
+    unsafe { grants::write_page(va, &words) };
+}
+
 /// Dies on purpose (`then=crash`), leaving whatever this side holds for hv to clean up.
 fn die_holding(what: &str) -> ! {
     println!("grant: crashing while {what}");
@@ -465,19 +490,7 @@ fn granter_death(
         die_holding(&format!("ref {rw} is mapped by d{peer_id}"));
     }
     // SAFETY: `rw_va` maps our granted frame; the mapper is done writing it.
-    let seen = checksum(&unsafe { grants::read_page(rw_va) });
-    checks.check(
-        "mapper's pattern",
-        expect("checksum", seen, pattern_checksum(MAPPER_SEED)),
-    );
-    checks.check(
-        "end access while mapped refused",
-        match table.end_access(rw) {
-            Err(GrantError::InUse(_)) => Ok(()),
-            Err(e) => Err(format!("refused with {e}, expected in use")),
-            Ok(()) => Err("access ended under the mapping".into()),
-        },
-    );
+    unsafe { check_mapped_by_mapper(checks, &mut table, rw, rw_va) };
     // The mapper dies on this event, with the mapping in place.
     peer.send()?;
     let hc = pv::hypercalls();
@@ -522,16 +535,8 @@ fn mapper_death(
     let mapped = unsafe { grant::map_grant(&hc, dom, args.rw_ref, va, false) };
     let m = mapped.map_err(|e| format!("map read-write grant: {e}"))?;
     checks.check("map read-write grant", Ok(()));
-    // SAFETY: `va` maps the granted page; only this code touches it.
-    let seen = checksum(&unsafe { grants::read_page(va) });
-    checks.check(
-        "granter's pattern",
-        expect("checksum", seen, pattern_checksum(GRANTER_SEED)),
-    );
-    let mut words = [0u64; PAGE_WORDS];
-    fill_pattern(MAPPER_SEED, &mut words);
-    // SAFETY: as above, mapped writable.
-    unsafe { grants::write_page(va, &words) };
+    // SAFETY: `va` maps the granted page writable; only this code touches it.
+    unsafe { check_granters_page_and_overwrite(checks, va) };
     peer.send()?;
     if then == Then::Crash {
         peer.wait(STEP_TIMEOUT_NS)
@@ -566,6 +571,7 @@ fn mapper_death(
         "page readable after the granter died",
         expect("checksum", seen, pattern_checksum(MAPPER_SEED)),
     );
+    let mut words = [0u64; PAGE_WORDS];
     fill_pattern(READONLY_SEED, &mut words);
     // SAFETY: as above, mapped writable.
     unsafe { grants::write_page(va, &words) };
