@@ -52,8 +52,12 @@
 //! clear of Xen's reserved range `HYPERVISOR_VIRT_START..HYPERVISOR_VIRT_END`; segments must
 //! not overlap physically; VIRT_BASE and HYPERCALL_PAGE must be page aligned and the
 //! hypercall page inside the kernel (Xen only asks for it inside the bootstrap mapping);
-//! PHYS32_ENTRY must fit 32 bits and lie inside the physical image; images must be ELF64
-//! (a 32-bit PVH image is rejected with [`ElfError::Elf32`]).
+//! PHYS32_ENTRY must fit 32 bits and lie inside the physical image.
+//!
+//! ELF32 files (`EM_386`, or `EM_X86_64` as `elf32-x86-64`, which is how the Xen Test
+//! Framework links its HVM tests) are accepted for PVH-only images, the ones that start in
+//! 32-bit protected mode anyway; a 32-bit PV kernel is [`ElfError::Elf32`] (hv runs 64-bit PV
+//! guests only).
 
 use core::fmt;
 use core::ops::Range;
@@ -73,9 +77,13 @@ const LOWER_HALF_END: u64 = 1 << 47;
 /// Start of the upper canonical half.
 const UPPER_HALF_START: u64 = 0xFFFF_8000_0000_0000;
 
-const EHDR_SIZE: usize = 64;
-const PHDR_SIZE: usize = 56;
-const SHDR_SIZE: usize = 64;
+/// Header, program-header and section-header sizes of ELF64 and ELF32.
+const EHDR64_SIZE: usize = 64;
+const EHDR32_SIZE: usize = 52;
+const PHDR64_SIZE: usize = 56;
+const PHDR32_SIZE: usize = 32;
+const SHDR64_SIZE: usize = 64;
+const SHDR32_SIZE: usize = 40;
 
 const ELFCLASS32: u8 = 1;
 const ELFCLASS64: u8 = 2;
@@ -83,6 +91,7 @@ const ELFDATA2LSB: u8 = 1;
 const EV_CURRENT: u8 = 1;
 const ET_EXEC: u16 = 2;
 const ET_DYN: u16 = 3;
+const EM_386: u16 = 3;
 const EM_X86_64: u16 = 62;
 
 const PT_LOAD: u32 = 1;
@@ -229,7 +238,7 @@ pub enum ElfError {
     Truncated,
     /// No ELF magic.
     NotElf,
-    /// An ELF32 image.
+    /// An ELF32 image that is not PVH-only.
     Elf32,
     /// An ELF class other than 32 or 64 bits.
     BadClass(u8),
@@ -306,7 +315,7 @@ impl fmt::Display for ElfError {
         match *self {
             Self::Truncated => f.write_str("image is shorter than an ELF header"),
             Self::NotElf => f.write_str("image is not ELF (bad magic)"),
-            Self::Elf32 => f.write_str("32-bit ELF images are not supported"),
+            Self::Elf32 => f.write_str("32-bit ELF images are supported for PVH only"),
             Self::BadClass(c) => write!(f, "unknown ELF class {c}"),
             Self::NotLittleEndian => f.write_str("ELF image is not little endian"),
             Self::BadVersion => f.write_str("unknown ELF version"),
@@ -413,12 +422,13 @@ impl<'a> XenImage<'a> {
         let mut nr_segments = 0;
         let mut notes = NoteCollector::default();
 
-        if eh.phnum != 0 && usize::from(eh.phentsize) != PHDR_SIZE {
+        let phdr_size = eh.class.phdr_size();
+        if eh.phnum != 0 && usize::from(eh.phentsize) != phdr_size {
             return Err(ElfError::BadHeaderSize("program header", eh.phentsize));
         }
-        let phdrs = table(data, eh.phoff, eh.phnum, PHDR_SIZE, "program header")?;
-        for (i, raw) in phdrs.chunks_exact(PHDR_SIZE).enumerate() {
-            let ph = Phdr::read(raw);
+        let phdrs = table(data, eh.phoff, eh.phnum, phdr_size, "program header")?;
+        for (i, raw) in phdrs.chunks_exact(phdr_size).enumerate() {
+            let ph = Phdr::read(raw, eh.class);
             if ph.p_type == PT_LOAD && ph.flags & (PF_R | PF_W | PF_X) != 0 && ph.memsz != 0 {
                 if ph.filesz > ph.memsz {
                     return Err(ElfError::FileszAboveMemsz(i));
@@ -450,14 +460,23 @@ impl<'a> XenImage<'a> {
         }
 
         if notes.xen_notes == 0 && eh.shnum != 0 {
-            if usize::from(eh.shentsize) != SHDR_SIZE {
+            let shdr_size = eh.class.shdr_size();
+            if usize::from(eh.shentsize) != shdr_size {
                 return Err(ElfError::BadHeaderSize("section header", eh.shentsize));
             }
-            let shdrs = table(data, eh.shoff, eh.shnum, SHDR_SIZE, "section header")?;
+            let shdrs = table(data, eh.shoff, eh.shnum, shdr_size, "section header")?;
             // Section 0 is the reserved null section.
-            for raw in shdrs.chunks_exact(SHDR_SIZE).skip(1) {
+            for raw in shdrs.chunks_exact(shdr_size).skip(1) {
                 if le32(raw, 4) == SHT_NOTE {
-                    notes.parse_region(data, le64(raw, 24), le64(raw, 32), le64(raw, 48))?;
+                    let (offset, size, align) = match eh.class {
+                        Class::Elf64 => (le64(raw, 24), le64(raw, 32), le64(raw, 48)),
+                        Class::Elf32 => (
+                            u64::from(le32(raw, 16)),
+                            u64::from(le32(raw, 20)),
+                            u64::from(le32(raw, 32)),
+                        ),
+                    };
+                    notes.parse_region(data, offset, size, align)?;
                 }
             }
         }
@@ -496,6 +515,9 @@ impl<'a> XenImage<'a> {
         } else {
             ImageKind::Pv
         };
+        if kind == ImageKind::Pv && eh.class == Class::Elf32 {
+            return Err(ElfError::Elf32);
+        }
         if kind == ImageKind::Pv {
             let generic = n.loader.is_some_and(|l| l.starts_with("generic"));
             let linux = n.guest_os.is_some_and(|g| g.starts_with("linux"));
@@ -636,8 +658,39 @@ impl<'a> XenImage<'a> {
     }
 }
 
+/// The ELF file class: the layout of the header and tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Elf32,
+    Elf64,
+}
+
+impl Class {
+    fn ehdr_size(self) -> usize {
+        match self {
+            Self::Elf32 => EHDR32_SIZE,
+            Self::Elf64 => EHDR64_SIZE,
+        }
+    }
+
+    fn phdr_size(self) -> usize {
+        match self {
+            Self::Elf32 => PHDR32_SIZE,
+            Self::Elf64 => PHDR64_SIZE,
+        }
+    }
+
+    fn shdr_size(self) -> usize {
+        match self {
+            Self::Elf32 => SHDR32_SIZE,
+            Self::Elf64 => SHDR64_SIZE,
+        }
+    }
+}
+
 /// The fields of the ELF header this parser uses.
 struct Ehdr {
+    class: Class,
     entry: u64,
     phoff: u64,
     shoff: u64,
@@ -649,24 +702,25 @@ struct Ehdr {
 
 impl Ehdr {
     fn parse(data: &[u8]) -> Result<Self, ElfError> {
-        let h = data.get(..EHDR_SIZE).ok_or_else(|| {
+        let ident = data.get(..16).ok_or_else(|| {
             if data.len() >= 4 && data[..4] != *b"\x7fELF" {
                 ElfError::NotElf
             } else {
                 ElfError::Truncated
             }
         })?;
-        if h[..4] != *b"\x7fELF" {
+        if ident[..4] != *b"\x7fELF" {
             return Err(ElfError::NotElf);
         }
-        match h[4] {
-            ELFCLASS64 => {}
-            ELFCLASS32 => return Err(ElfError::Elf32),
+        let class = match ident[4] {
+            ELFCLASS64 => Class::Elf64,
+            ELFCLASS32 => Class::Elf32,
             other => return Err(ElfError::BadClass(other)),
-        }
-        if h[5] != ELFDATA2LSB {
+        };
+        if ident[5] != ELFDATA2LSB {
             return Err(ElfError::NotLittleEndian);
         }
+        let h = data.get(..class.ehdr_size()).ok_or(ElfError::Truncated)?;
         if h[6] != EV_CURRENT || le32(h, 20) != u32::from(EV_CURRENT) {
             return Err(ElfError::BadVersion);
         }
@@ -675,21 +729,32 @@ impl Ehdr {
             return Err(ElfError::BadType(e_type));
         }
         let machine = le16(h, 18);
-        if machine != EM_X86_64 {
+        if machine != EM_X86_64 && !(class == Class::Elf32 && machine == EM_386) {
             return Err(ElfError::BadMachine(machine));
         }
-        let ehsize = le16(h, 52);
-        if usize::from(ehsize) != EHDR_SIZE {
+        // After e_entry, ELF32's addresses and offsets are 4 bytes narrower.
+        let (entry, phoff, shoff, rest) = match class {
+            Class::Elf64 => (le64(h, 24), le64(h, 32), le64(h, 40), 52),
+            Class::Elf32 => (
+                u64::from(le32(h, 24)),
+                u64::from(le32(h, 28)),
+                u64::from(le32(h, 32)),
+                40,
+            ),
+        };
+        let ehsize = le16(h, rest);
+        if usize::from(ehsize) != class.ehdr_size() {
             return Err(ElfError::BadHeaderSize("header", ehsize));
         }
         Ok(Ehdr {
-            entry: le64(h, 24),
-            phoff: le64(h, 32),
-            shoff: le64(h, 40),
-            phentsize: le16(h, 54),
-            phnum: le16(h, 56),
-            shentsize: le16(h, 58),
-            shnum: le16(h, 60),
+            class,
+            entry,
+            phoff,
+            shoff,
+            phentsize: le16(h, rest + 2),
+            phnum: le16(h, rest + 4),
+            shentsize: le16(h, rest + 6),
+            shnum: le16(h, rest + 8),
         })
     }
 }
@@ -707,16 +772,32 @@ struct Phdr {
 }
 
 impl Phdr {
-    fn read(raw: &[u8]) -> Self {
-        Phdr {
-            p_type: le32(raw, 0),
-            flags: le32(raw, 4),
-            offset: le64(raw, 8),
-            vaddr: le64(raw, 16),
-            paddr: le64(raw, 24),
-            filesz: le64(raw, 32),
-            memsz: le64(raw, 40),
-            align: le64(raw, 48),
+    /// Reads a program header of `class`'s layout (ELF32 moves `p_flags` after the sizes).
+    fn read(raw: &[u8], class: Class) -> Self {
+        match class {
+            Class::Elf64 => Phdr {
+                p_type: le32(raw, 0),
+                flags: le32(raw, 4),
+                offset: le64(raw, 8),
+                vaddr: le64(raw, 16),
+                paddr: le64(raw, 24),
+                filesz: le64(raw, 32),
+                memsz: le64(raw, 40),
+                align: le64(raw, 48),
+            },
+            Class::Elf32 => {
+                let word = |off| u64::from(le32(raw, off));
+                Phdr {
+                    p_type: le32(raw, 0),
+                    offset: word(4),
+                    vaddr: word(8),
+                    paddr: word(12),
+                    filesz: word(16),
+                    memsz: word(20),
+                    flags: le32(raw, 24),
+                    align: word(28),
+                }
+            }
         }
     }
 }
@@ -1006,6 +1087,25 @@ pub(crate) mod testimg {
         }
 
         pub fn build(&self) -> Vec<u8> {
+            self.build_class(false, 62)
+        }
+
+        /// The same image as an ELF32 file of machine `machine` (3 = EM_386, 62 = EM_X86_64).
+        pub fn build32(&self, machine: u16) -> Vec<u8> {
+            self.build_class(true, machine)
+        }
+
+        fn build_class(&self, elf32: bool, machine: u16) -> Vec<u8> {
+            // Header, program-header and section-header sizes, and the width of an address.
+            let (eh, phsz, shsz) = if elf32 { (52, 32, 40) } else { (64, 56, 64) };
+            let word = |v: u64| -> Vec<u8> {
+                if elf32 {
+                    (v as u32).to_le_bytes().to_vec()
+                } else {
+                    v.to_le_bytes().to_vec()
+                }
+            };
+            let w = if elf32 { 4 } else { 8 };
             let mut blob = Vec::new();
             for n in &self.notes {
                 blob.extend_from_slice(&(n.name.len() as u32).to_le_bytes());
@@ -1018,7 +1118,7 @@ pub(crate) mod testimg {
             }
             let note_phdr = !self.notes.is_empty() && !self.notes_in_section;
             let phnum = self.segs.len() + usize::from(note_phdr);
-            let notes_off = 64 + phnum * 56;
+            let notes_off = eh + phnum * phsz;
             let mut out = vec![0u8; notes_off];
             out.extend_from_slice(&blob);
             let mut seg_offs = Vec::new();
@@ -1031,54 +1131,61 @@ pub(crate) mod testimg {
             if self.notes_in_section {
                 pad(&mut out, 8);
                 shoff = out.len() as u64;
-                out.extend_from_slice(&[0; 64]);
-                let mut sh = [0u8; 64];
+                out.extend_from_slice(&vec![0; shsz]);
+                // sh_type, then sh_flags, sh_addr, sh_offset, sh_size, sh_link, sh_info,
+                // sh_addralign: addresses and sizes are `w` bytes wide.
+                let mut sh = vec![0u8; shsz];
                 sh[4..8].copy_from_slice(&7u32.to_le_bytes());
-                sh[24..32].copy_from_slice(&(notes_off as u64).to_le_bytes());
-                sh[32..40].copy_from_slice(&(blob.len() as u64).to_le_bytes());
-                sh[48..56].copy_from_slice(&4u64.to_le_bytes());
+                let off = 8 + 2 * w;
+                sh[off..off + w].copy_from_slice(&word(notes_off as u64));
+                sh[off + w..off + 2 * w].copy_from_slice(&word(blob.len() as u64));
+                let align = off + 2 * w + 8;
+                sh[align..align + w].copy_from_slice(&word(4));
                 out.extend_from_slice(&sh);
             }
 
-            let h = &mut out[..64];
-            h[..4].copy_from_slice(b"\x7fELF");
-            h[4] = 2;
-            h[5] = 1;
-            h[6] = 1;
-            h[16..18].copy_from_slice(&2u16.to_le_bytes());
-            h[18..20].copy_from_slice(&62u16.to_le_bytes());
-            h[20..24].copy_from_slice(&1u32.to_le_bytes());
-            h[24..32].copy_from_slice(&self.entry.to_le_bytes());
-            h[32..40].copy_from_slice(&64u64.to_le_bytes());
-            h[40..48].copy_from_slice(&shoff.to_le_bytes());
-            h[52..54].copy_from_slice(&64u16.to_le_bytes());
-            h[54..56].copy_from_slice(&56u16.to_le_bytes());
-            h[56..58].copy_from_slice(&(phnum as u16).to_le_bytes());
-            h[58..60].copy_from_slice(&64u16.to_le_bytes());
+            let mut h = Vec::new();
+            h.extend_from_slice(b"\x7fELF");
+            h.extend_from_slice(&[if elf32 { 1 } else { 2 }, 1, 1]);
+            h.resize(16, 0);
+            h.extend_from_slice(&2u16.to_le_bytes());
+            h.extend_from_slice(&machine.to_le_bytes());
+            h.extend_from_slice(&1u32.to_le_bytes());
+            h.extend_from_slice(&word(self.entry));
+            h.extend_from_slice(&word(eh as u64));
+            h.extend_from_slice(&word(shoff));
+            h.extend_from_slice(&0u32.to_le_bytes());
             let shnum: u16 = if self.notes_in_section { 2 } else { 0 };
-            h[60..62].copy_from_slice(&shnum.to_le_bytes());
+            for half in [eh, phsz, phnum, shsz, usize::from(shnum), 0] {
+                h.extend_from_slice(&(half as u16).to_le_bytes());
+            }
+            assert_eq!(h.len(), eh);
+            out[..eh].copy_from_slice(&h);
 
-            let mut ph = 64;
+            let mut phdrs = Vec::new();
+            let mut phdr = |p_type: u32, flags: u32, off: u64, addr: (u64, u64), sizes, align| {
+                let (filesz, memsz): (u64, u64) = sizes;
+                let mut p = p_type.to_le_bytes().to_vec();
+                if !elf32 {
+                    p.extend_from_slice(&flags.to_le_bytes());
+                }
+                for v in [off, addr.0, addr.1, filesz, memsz] {
+                    p.extend_from_slice(&word(v));
+                }
+                if elf32 {
+                    p.extend_from_slice(&flags.to_le_bytes());
+                }
+                p.extend_from_slice(&word(align));
+                phdrs.extend_from_slice(&p);
+            };
             for (s, off) in self.segs.iter().zip(seg_offs) {
-                let p = &mut out[ph..ph + 56];
-                p[0..4].copy_from_slice(&1u32.to_le_bytes());
-                p[4..8].copy_from_slice(&s.flags.to_le_bytes());
-                p[8..16].copy_from_slice(&off.to_le_bytes());
-                p[16..24].copy_from_slice(&s.vaddr.to_le_bytes());
-                p[24..32].copy_from_slice(&s.paddr.to_le_bytes());
-                p[32..40].copy_from_slice(&(s.data.len() as u64).to_le_bytes());
-                p[40..48].copy_from_slice(&s.memsz.to_le_bytes());
-                p[48..56].copy_from_slice(&4096u64.to_le_bytes());
-                ph += 56;
+                let sizes = (s.data.len() as u64, s.memsz);
+                phdr(1, s.flags, off, (s.vaddr, s.paddr), sizes, 4096);
             }
             if note_phdr {
-                let p = &mut out[ph..ph + 56];
-                p[0..4].copy_from_slice(&4u32.to_le_bytes());
-                p[4..8].copy_from_slice(&PF_R.to_le_bytes());
-                p[8..16].copy_from_slice(&(notes_off as u64).to_le_bytes());
-                p[32..40].copy_from_slice(&(blob.len() as u64).to_le_bytes());
-                p[48..56].copy_from_slice(&4u64.to_le_bytes());
+                phdr(4, PF_R, notes_off as u64, (0, 0), (blob.len() as u64, 0), 4);
             }
+            out[eh..eh + phdrs.len()].copy_from_slice(&phdrs);
             out
         }
     }
@@ -1397,6 +1504,47 @@ mod tests {
     }
 
     #[test]
+    fn elf32_images_for_pvh_only() {
+        let mut spec = Spec {
+            entry: 0x100000,
+            segs: vec![
+                Seg::new(0x100000, 0x2000, 0x3000, PF_R | PF_X),
+                Seg::new(0x104000, 0x800, 0x1000, PF_R | PF_W),
+            ],
+            notes: vec![note_u32(XenElfnote::Phys32Entry, 0x100010)],
+            notes_in_section: false,
+        };
+        let elf64 = parse_spec(&spec).unwrap();
+        for machine in [3, 62] {
+            for in_section in [false, true] {
+                spec.notes_in_section = in_section;
+                let bytes: &'static [u8] = Vec::leak(spec.build32(machine));
+                let img = XenImage::parse(bytes).unwrap();
+                assert_eq!(img.kind(), ImageKind::PvhOnly);
+                assert_eq!(img.phys32_entry(), Some(0x100010));
+                assert_eq!(img.segments(), elf64.segments(), "machine {machine}");
+                assert_eq!(img.paddr_range(), 0x100000..0x105000);
+                check_invariants(&img);
+                for len in 0..bytes.len() {
+                    assert!(
+                        XenImage::parse(&bytes[..len]).is_err(),
+                        "truncated to {len}"
+                    );
+                }
+            }
+        }
+        // A 32-bit PV kernel, and a 32-bit image of a machine other than x86.
+        let pv = Spec::pv_0x100000().build32(3);
+        assert_eq!(XenImage::parse(&pv).unwrap_err(), ElfError::Elf32);
+        let mut arm = spec.build32(40);
+        assert_eq!(XenImage::parse(&arm).unwrap_err(), ElfError::BadMachine(40));
+        // A 64-bit file may not claim EM_386.
+        arm = spec.build();
+        arm[18] = 3;
+        assert_eq!(XenImage::parse(&arm).unwrap_err(), ElfError::BadMachine(3));
+    }
+
+    #[test]
     fn notes_from_sections_when_no_note_segment() {
         let mut spec = Spec::pv_0x100000();
         spec.notes_in_section = true;
@@ -1547,7 +1695,8 @@ mod tests {
             ElfError::NotElf
         );
         assert_eq!(with(0, b"\x7fELG"), ElfError::NotElf);
-        assert_eq!(with(4, &[1]), ElfError::Elf32);
+        // ELF64 fields read with ELF32's layout: e_ehsize lands on e_phoff's high half.
+        assert_eq!(with(4, &[1]), ElfError::BadHeaderSize("header", 0));
         assert_eq!(with(4, &[3]), ElfError::BadClass(3));
         assert_eq!(with(5, &[2]), ElfError::NotLittleEndian);
         assert_eq!(with(6, &[0]), ElfError::BadVersion);

@@ -13,12 +13,15 @@
 //! | 8B /r    | `mov r, r/m`         | read 2/4/8 bytes into a register     |
 //! | C6 /0 ib | `mov r/m8, imm8`     | write 1 byte immediate               |
 //! | C7 /0 iw/id | `mov r/m, imm`    | write 2/4/8 bytes immediate          |
+//! | A0 / A1  | `mov AL/eAX, moffs`  | read 1 or 2/4/8 bytes at an offset   |
+//! | A2 / A3  | `mov moffs, AL/eAX`  | write 1 or 2/4/8 bytes at an offset  |
 //! | 0F B6/B7 | `movzx r, r/m8/16`   | read 1/2 bytes, zero-extended        |
 //! | 0F BE/BF | `movsx r, r/m8/16`   | read 1/2 bytes, sign-extended        |
 //!
 //! with the legacy prefixes 66 (operand size), 67 (address size) and segment overrides, and
-//! in 64-bit mode REX (SDM Vol. 2A 2.1-2.2). The ModRM/SIB/displacement bytes are parsed only
-//! for their length: the address is already known from the exit. Anything else (another
+//! in 64-bit mode REX (SDM Vol. 2A 2.1-2.2). The ModRM/SIB/displacement bytes, and the
+//! `moffs` offset (as wide as the address size: 8 bytes in 64-bit mode, where `movabs` uses
+//! it), are parsed only for their length: the address is already known from the exit. Anything else (another
 //! opcode, a register operand, LOCK/REP prefixes, more than 15 bytes, bytes missing) is a
 //! [`DecodeError`] and the caller crashes the domain.
 
@@ -257,6 +260,36 @@ pub fn decode(bytes: &[u8], mode: CpuMode) -> Result<MmioInsn, DecodeError> {
         CpuMode::Bits64 => false,
     };
 
+    if let 0xa0..=0xa3 = opcode {
+        let offset_bytes = match (mode, addr16, addrsize_prefix) {
+            (_, true, _) => 2,
+            (CpuMode::Bits64, _, false) => 8,
+            _ => 4,
+        };
+        b.skip(offset_bytes)?;
+        let size = if opcode & 1 == 0 { 1 } else { opsize };
+        let rax = RegOperand {
+            reg: Gpr::Rax,
+            high_byte: false,
+            size,
+        };
+        let access = if opcode < 0xa2 {
+            MmioAccess::Read {
+                dst: rax,
+                extend: Extension::None,
+            }
+        } else {
+            MmioAccess::Write {
+                src: Operand::Reg(rax),
+            }
+        };
+        return Ok(MmioInsn {
+            len: b.pos as u8,
+            size,
+            access,
+        });
+    }
+
     // (access size, what happens, immediate bytes); the register comes from ModRM.reg.
     enum Form {
         Store,
@@ -460,6 +493,45 @@ mod tests {
         assert_eq!(
             decode(&[0x64, 0x8b, 0x04, 0x25, 0, 0, 0, 0], Bits32),
             Ok(load(8, 4, reg(Gpr::Rax, 4), Extension::None))
+        );
+    }
+
+    #[test]
+    fn moffs_forms() {
+        // movabs 0xfed00000, %rax (how the Xen Test Framework probes the HPET).
+        assert_eq!(
+            decode(&[0x48, 0xa1, 0, 0, 0xd0, 0xfe, 0, 0, 0, 0], Bits64),
+            Ok(load(10, 8, reg(Gpr::Rax, 8), Extension::None))
+        );
+        assert_eq!(
+            decode(&[0xa2, 0, 0, 0xd0, 0xfe, 0, 0, 0, 0], Bits64),
+            Ok(store(9, 1, reg(Gpr::Rax, 1)))
+        );
+        // 67: a 4-byte offset in 64-bit mode.
+        assert_eq!(
+            decode(&[0x67, 0xa3, 0, 0, 0xd0, 0xfe], Bits64),
+            Ok(store(6, 4, reg(Gpr::Rax, 4)))
+        );
+        assert_eq!(
+            decode(&[0xa1, 0xb0, 0, 0xe0, 0xfe], Bits32),
+            Ok(load(5, 4, reg(Gpr::Rax, 4), Extension::None))
+        );
+        assert_eq!(
+            decode(&[0x66, 0xa1, 0xb0, 0, 0xe0, 0xfe], Bits32),
+            Ok(load(6, 2, reg(Gpr::Rax, 2), Extension::None))
+        );
+        assert_eq!(
+            decode(&[0xa0, 0x34, 0x12], Bits16),
+            Ok(load(3, 1, reg(Gpr::Rax, 1), Extension::None))
+        );
+        assert_eq!(
+            decode(&[0x67, 0xa1, 0, 0, 0, 0], Bits16),
+            Ok(load(6, 2, reg(Gpr::Rax, 2), Extension::None))
+        );
+        // The offset must be all there.
+        assert_eq!(
+            decode(&[0x48, 0xa1, 0, 0, 0xd0, 0xfe], Bits64),
+            Err(DecodeError::Truncated)
         );
     }
 

@@ -432,6 +432,36 @@ pub fn complete_hypercall(gprs: &mut Gprs, mode: CpuMode, frame: &Regs) {
     gprs.set(Gpr::Rax, rax);
 }
 
+/// Bits of a PAE page-directory-pointer-table entry that must be 0 when it is present
+/// (SDM Vol. 3A 4.4.1: bits 2:1, 8:5 and 63:52; hv's guests have at most 52 physical bits).
+const PDPTE_RESERVED: u64 = 0xfff0_0000_0000_01e6;
+
+/// Whether a guest with these control registers uses PAE paging outside long mode, where
+/// the CPU takes the four PDPTEs from the VMCS on VM entry (SDM Vol. 3C 26.3.2.4) and hv
+/// must load them whenever the guest changes CR0, CR3 or CR4.
+pub fn pae_legacy_paging(cr0: u64, cr4: u64, efer: u64) -> bool {
+    const CR0_PG: u64 = 1 << 31;
+    const CR4_PAE: u64 = 1 << 5;
+    const EFER_LMA: u64 = 1 << 10;
+    cr0 & CR0_PG != 0 && cr4 & CR4_PAE != 0 && efer & EFER_LMA == 0
+}
+
+/// The four PDPTEs at `cr3` (bits 31:5 of it, SDM Vol. 3A 4.4.1), as a `mov` to CR3 in PAE
+/// mode loads them; `None` (the guest takes #GP) if one cannot be read or a present one has
+/// reserved bits set.
+pub fn load_pdptes(cr3: u64, mem: &impl guest_walk::GuestPhysRead) -> Option<[u64; 4]> {
+    let base = cr3 & 0xffff_ffe0;
+    let mut out = [0u64; 4];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let e = mem.read_u64(base + 8 * i as u64)?;
+        if e & 1 != 0 && e & PDPTE_RESERVED != 0 {
+            return None;
+        }
+        *slot = e;
+    }
+    Some(out)
+}
+
 /// The vendor-specific half of HVM (Xen's `hvm_function_table`), implemented by
 /// `arch::x86_64::vmx` and later `arch::x86_64::svm`.
 ///
@@ -504,6 +534,40 @@ pub trait HvmBackend {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pdptes_load_from_cr3_and_reserved_bits_refuse() {
+        use super::{load_pdptes, pae_legacy_paging};
+        struct Mem(std::collections::HashMap<u64, u64>);
+        impl super::guest_walk::GuestPhysRead for Mem {
+            fn read_u64(&self, gpa: u64) -> Option<u64> {
+                self.0.get(&gpa).copied()
+            }
+        }
+        let mut m = Mem((0..4)
+            .map(|i| (0x5000 + 8 * i, 0x7001 + i * 0x1000))
+            .collect());
+        // CR3's low 5 bits and bits above 31 are not part of the table's address.
+        assert_eq!(
+            load_pdptes(0x1_0000_501f, &m),
+            Some([0x7001, 0x8001, 0x9001, 0xa001])
+        );
+        // A not-present entry may hold anything; a present one may not set reserved bits.
+        m.0.insert(0x5008, 0xffff_ffff_ffff_fffe);
+        assert!(load_pdptes(0x5000, &m).is_some());
+        m.0.insert(0x5008, 0x8001 | 1 << 63);
+        assert_eq!(load_pdptes(0x5000, &m), None);
+        m.0.insert(0x5008, 0x8001 | 1 << 1);
+        assert_eq!(load_pdptes(0x5000, &m), None);
+        m.0.remove(&0x5018);
+        m.0.insert(0x5008, 0x8001);
+        assert_eq!(load_pdptes(0x5000, &m), None, "unreadable table");
+
+        assert!(pae_legacy_paging(0x8000_0011, 0x20, 0));
+        assert!(!pae_legacy_paging(0x8000_0011, 0x20, 0x500), "long mode");
+        assert!(!pae_legacy_paging(0x8000_0011, 0x10, 0), "32-bit paging");
+        assert!(!pae_legacy_paging(0x11, 0x20, 0), "paging off");
+    }
+
     use super::*;
 
     #[test]

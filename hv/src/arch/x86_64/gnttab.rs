@@ -204,6 +204,33 @@ pub fn grant_to(
     Ok(())
 }
 
+/// Grant-table frame `index` of `domid`'s own table, growing the table to hold it, for an
+/// HVM guest's `XENMEM_add_to_physmap` (`XENMAPSPACE_grant_table`): `EINVAL` beyond the
+/// domain's `max_grant_frames` (as Xen), `ENOMEM` without memory, `ESRCH` for a domain
+/// without a table.
+pub fn own_table_frame(domid: DomId, index: u64) -> Result<Mfn, Errno> {
+    let nr_frames = index
+        .checked_add(1)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(Errno::EINVAL)?;
+    let mut guard = FRAMES.lock();
+    let frames = guard.as_mut().ok_or(Errno::ENOMEM)?;
+    let mut direct = DirectMem;
+    let mut env = Env::new(frames, &mut direct);
+    let mut tables = GRANT_TABLES.lock();
+    let tables = tables.as_mut().ok_or(Errno::ESRCH)?;
+    let op = GnttabSetupTable {
+        dom: domid,
+        nr_frames,
+        ..GnttabSetupTable::default()
+    };
+    match tables.setup_table(&mut env, domid, &op) {
+        Ok(frames) => frames.last().copied().ok_or(Errno::EINVAL),
+        Err(GrantStatus::BadDomain) => Err(Errno::ESRCH),
+        Err(_) => Err(Errno::EINVAL),
+    }
+}
+
 /// For teardown, with `frames` (the locked frame table) and after the dead domain's page
 /// tables are relinquished: releases its mappings of others' grants and its table, keeping
 /// its granted frames others still map (see [`GrantTables::release_domain`]).

@@ -21,9 +21,8 @@
 //! - string I/O (`ins`/`outs`) is not emulated;
 //! - no interrupts are injected yet (no event-channel upcall vector): `hlt` blocks until an
 //!   event is pending;
-//! - `XENMEM_add_to_physmap` is handled here for the shared-info page only (until
-//!   `hypercall/memory.rs` gains an HVM arm); hypercalls that only make sense for PV guests
-//!   return `ENOSYS`.
+//! - `XENMEM_add_to_physmap` (shared info and grant-table frames) is handled here, since
+//!   it changes the EPT; hypercalls that only make sense for PV guests return `ENOSYS`.
 
 pub mod instructions;
 pub mod vmcs_setup;
@@ -34,7 +33,7 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::errno::Errno;
-use hypercall_abi::memory::{MemoryOp, XenAddToPhysmap, XenMapSpace};
+use hypercall_abi::memory::{MemoryOp, XenAddToPhysmap, XenMapSpace, XENMAPIDX_GRANT_TABLE_STATUS};
 use hypercall_abi::xen::{Hypercall, SharedInfo, DOMID_SELF, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use log::{error, info, warn};
 use spin::Mutex;
@@ -600,6 +599,8 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         rings: None,
     };
     dom.vcpus.push(Vcpu::new(0, crate::regs::Regs::default()));
+    super::gnttab::add_domain(id, spec.privileged)
+        .map_err(|e| fail(format_args!("creating the grant table: {e:?}")))?;
     DOMAINS.lock().push(HvmDomain {
         domid: id,
         ept,
@@ -1028,7 +1029,7 @@ fn handle_exit(
             skip_instruction();
             Step::Resume
         }
-        Exit::CrAccess(q) => cr_access(q, vcpu, caps, domid, &exit),
+        Exit::CrAccess(q) => cr_access(q, vcpu, hd.phys, caps, domid, &exit),
         Exit::GpaFault { gpa, access } => {
             // MMIO: the legacy VGA/ROM hole and the hole below 4 GiB read as absent devices.
             let mmio =
@@ -1088,6 +1089,7 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
 fn cr_access(
     q: crate::hvm::exit::CrQualification,
     vcpu: &mut HvmVcpu,
+    phys: GuestPhys,
     caps: &Caps,
     domid: u16,
     exit: &Exit,
@@ -1120,6 +1122,7 @@ fn cr_access(
         };
         wr(control::ENTRY_CONTROLS, entry | lma);
         skip_instruction();
+        load_pdptes(phys);
         return Step::Resume;
     }
     match (q.cr, q.access) {
@@ -1140,7 +1143,32 @@ fn cr_access(
         _ => return crash_with(domid, exit, "control-register access not emulated"),
     }
     skip_instruction();
+    if q.cr != 8 {
+        load_pdptes(phys);
+    }
     Step::Resume
+}
+
+/// After the guest changed CR0, CR3 or CR4: in PAE paging outside long mode, loads the four
+/// PDPTEs the CPU takes from the VMCS on entry. A table that cannot be read, or a present
+/// entry with reserved bits, gets the guest a #GP (delivered after the `mov`, which has
+/// taken effect: the guest can only hurt itself).
+fn load_pdptes(phys: GuestPhys) {
+    let (cr0, cr4) = (rd(control::CR0_READ_SHADOW), rd(control::CR4_READ_SHADOW));
+    if !hvm::pae_legacy_paging(cr0, cr4, rd(guest::IA32_EFER)) {
+        return;
+    }
+    match hvm::load_pdptes(rd(guest::CR3), &phys) {
+        Some(p) => {
+            for (field, value) in [guest::PDPTE0, guest::PDPTE1, guest::PDPTE2, guest::PDPTE3]
+                .into_iter()
+                .zip(p)
+            {
+                wr(field, value);
+            }
+        }
+        None => inject(Event::GP0),
+    }
 }
 
 /// Hypercalls an HVM guest may make (the rest are PV-only: `ENOSYS`).
@@ -1188,7 +1216,7 @@ fn hypercall_exit(
     } else if nr == Hypercall::MemoryOp as u64
         && MemoryOp::try_from(regs.rdi) == Ok(MemoryOp::AddToPhysmap)
     {
-        let r = add_to_physmap(dom, &mut mem, regs.rsi, caps);
+        let r = add_to_physmap(dom, &mut mem, regs.rsi, mode, caps);
         regs.rax = match r {
             Ok(()) => 0,
             Err(e) => e.as_ret() as u64,
@@ -1223,44 +1251,62 @@ fn hypercall_exit(
     outcome
 }
 
-/// `XENMEM_add_to_physmap` for an HVM guest: the shared-info page appears at `gpfn` (it
-/// replaces the RAM page there, which the domain keeps owning until it is destroyed).
+/// `XENMEM_add_to_physmap` for an HVM guest: the shared-info page (`idx` 0) or grant-table
+/// frame `idx` (the table grows to hold it; v1 has no status frames) appears at `gpfn`. It
+/// replaces the RAM page there, which the domain keeps owning until it is destroyed.
+///
+/// A guest calling from 32-bit code passes Xen's compat layout, where `idx` and `gpfn`
+/// (`xen_ulong_t`, `xen_pfn_t`) are 32 bits wide: 16 bytes instead of 24.
 fn add_to_physmap(
     dom: &mut Domain,
     mem: &mut HvmGuestMem,
     arg: u64,
+    mode: CpuMode,
     caps: &Caps,
 ) -> Result<(), Errno> {
-    // Read as bytes and decoded by the layout hypercall-abi asserts.
+    // Read as bytes and decoded by the layout hypercall-abi asserts (or its compat form).
     let mut raw = [0u8; core::mem::size_of::<XenAddToPhysmap>()];
-    mem.read(arg, &mut raw).map_err(|_| Errno::EFAULT)?;
-    let u64_at = |o: usize| {
+    let wide = mode == CpuMode::Bits64;
+    let len = if wide { raw.len() } else { 16 };
+    mem.read(arg, &mut raw[..len]).map_err(|_| Errno::EFAULT)?;
+    let word_at = |o: usize, n: usize| {
         let mut b = [0u8; 8];
-        b.copy_from_slice(&raw[o..o + 8]);
+        b[..n].copy_from_slice(&raw[o..o + n]);
         u64::from_le_bytes(b)
+    };
+    let (idx, gpfn) = if wide {
+        (word_at(8, 8), word_at(16, 8))
+    } else {
+        (word_at(8, 4), word_at(12, 4))
     };
     let a = XenAddToPhysmap {
         domid: u16::from_le_bytes([raw[0], raw[1]]),
         size: u16::from_le_bytes([raw[2], raw[3]]),
         space: u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
-        idx: u64_at(8),
-        gpfn: u64_at(16),
+        idx,
+        gpfn,
     };
     if a.domid != DOMID_SELF && a.domid != dom.id {
         return Err(Errno::EPERM);
     }
-    if XenMapSpace::try_from(a.space) != Ok(XenMapSpace::SharedInfo) || a.idx != 0 {
-        return Err(Errno::ENOSYS);
-    }
     if a.gpfn >= 1 << (crate::hvm::ept::GPA_BITS - 12) {
         return Err(Errno::EINVAL);
     }
+    let mfn = match XenMapSpace::try_from(a.space) {
+        Ok(XenMapSpace::SharedInfo) if a.idx == 0 => Mfn(dom.shared_info_mfn),
+        Ok(XenMapSpace::SharedInfo) => return Err(Errno::EINVAL),
+        Ok(XenMapSpace::GrantTable) if a.idx & XENMAPIDX_GRANT_TABLE_STATUS != 0 => {
+            return Err(Errno::EINVAL)
+        }
+        Ok(XenMapSpace::GrantTable) => super::gnttab::own_table_frame(dom.id, a.idx)?,
+        _ => return Err(Errno::ENOSYS),
+    };
     let mut ept_mem = EptFrames { domid: dom.id };
     let mut ept = mem.phys.ept;
     ept.map(
         &mut ept_mem,
         Gfn(a.gpfn),
-        Mfn(dom.shared_info_mfn),
+        mfn,
         1,
         EptPerm::READ | EptPerm::WRITE,
     )
