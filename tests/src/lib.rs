@@ -150,6 +150,28 @@ pub fn guest_lines(report: &RunReport, id: u32) -> Vec<&str> {
         .collect()
 }
 
+/// Asserts domain `id` printed `line` exactly.
+pub fn assert_guest_line(report: &RunReport, id: u32, line: &str) {
+    assert!(
+        guest_lines(report, id).contains(&line),
+        "d{id} did not print {line:?}\n{}",
+        report.describe()
+    );
+}
+
+/// Asserts a ping-pong between domains `server` and `client` moved `rounds` events each
+/// way with none lost or doubled, and both sides reported success.
+pub fn assert_pingpong(report: &RunReport, server: u32, client: u32, rounds: u32) {
+    for (id, role) in [(server, "server"), (client, "client")] {
+        assert_guest_line(
+            report,
+            id,
+            &format!("pingpong: {role} received {rounds} events, 0 lost, 0 doubled"),
+        );
+        assert_guest_line(report, id, "pingpong: SUCCESS");
+    }
+}
+
 /// Asserts domain `id` ran pvguest's selftest to success: its summary names at least one
 /// passed check and no failed one, and it printed the success verdict.
 pub fn assert_selftest_passed(report: &RunReport, id: u32) {

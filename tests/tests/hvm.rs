@@ -1,10 +1,11 @@
 //! HVM (PVH) guests on hv's VMX backend, under Bochs (VT-x with EPT and unrestricted guest):
 //! the pvguest image started at its PHYS32 entry passes its PVH selftest through `vmcall`
-//! hypercalls, and an HVM guest that triple-faults is crashed while a PV domain keeps running.
+//! hypercalls, an HVM guest that triple-faults is crashed while a PV domain keeps running,
+//! and an HVM and a PV domain exchange events (the HVM side through its callback vector).
 
 use hv_tests::{
-    assert_power_off, assert_selftest_passed, bochs, boot, guest_lines, hv_line, pvguest_image,
-    TempDir,
+    assert_frames_balance, assert_guest_line, assert_pingpong, assert_power_off,
+    assert_selftest_passed, bochs, boot, guest_lines, hv_line, pvguest_image, TempDir,
 };
 use xtask::runner::RunReport;
 
@@ -57,4 +58,22 @@ fn hvm_triple_fault_crashes_only_that_domain() {
     hv_line(&report, "d1: shut down (Poweroff)");
     // A crashed domain makes the run a failure, but hv itself powers off normally.
     assert_power_off(&report, 1);
+}
+
+#[test]
+fn hvm_and_pv_domains_exchange_events() {
+    let dir = TempDir::new("hvm-pv-pingpong").expect("temp dir");
+    let report = boot_bochs(
+        &dir,
+        "[[domain]]\nname = \"hvm\"\ntype = \"pvh\"\nkernel = KERNEL\nmemory = \"16M\"\n\
+         cmdline = \"pingpong role=server peer=1 port=1 rounds=1000\"\n\n\
+         [[domain]]\nname = \"pv\"\nkernel = KERNEL\nmemory = \"16M\"\n\
+         cmdline = \"pingpong role=client peer=0 port=1 rounds=1000\"\n",
+    );
+    assert_guest_line(&report, 0, "pingpong: allocated port 1 for d1");
+    assert_pingpong(&report, 0, 1, 1000);
+    hv_line(&report, "d0 (hvm): Shutdown(Poweroff)");
+    hv_line(&report, "d1 (pv): Shutdown(Poweroff)");
+    assert_frames_balance(&report);
+    assert_power_off(&report, 0);
 }

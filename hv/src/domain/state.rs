@@ -133,6 +133,26 @@ pub struct Domain {
     pub console_line: Vec<u8>,
     /// The xenstore and console rings a PV domU got at build (none for the control domain).
     pub rings: Option<Rings>,
+    /// An HVM domain's parameters (`None` for a PV domain).
+    pub hvm: Option<HvmParams>,
+}
+
+/// The `HVMOP_set_param` parameters hv keeps for an HVM domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HvmParams {
+    /// `HVM_PARAM_CALLBACK_IRQ` as last set (0: no upcalls).
+    pub callback_irq: u64,
+}
+
+impl HvmParams {
+    /// The IDT vector event-channel upcalls are injected at, if the guest asked for the
+    /// vector callback.
+    pub fn callback_vector(&self) -> Option<u8> {
+        match hypercall_abi::hvm::HvmCallbackVia::decode(self.callback_irq) {
+            Ok(hypercall_abi::hvm::HvmCallbackVia::Vector(v)) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 /// A PV domU's xenstore and console rings, as `start_info` gives them to it and

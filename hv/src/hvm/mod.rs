@@ -432,6 +432,46 @@ pub fn complete_hypercall(gprs: &mut Gprs, mode: CpuMode, frame: &Regs) {
     gprs.set(Gpr::Rax, rax);
 }
 
+/// What to do before entering an HVM guest about its event-channel upcall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpcallAction {
+    /// Nothing pending (or no callback vector): enter as is.
+    Nothing,
+    /// Inject the callback vector as an external interrupt now.
+    Inject(u8),
+    /// The guest cannot take it yet (RFLAGS.IF clear, an STI or MOV-SS shadow, or another
+    /// event being injected): ask for an interrupt-window exit and decide again then.
+    Wait,
+}
+
+/// Xen's vector callback (`HVM_PARAM_CALLBACK_IRQ` of the vector type): while vCPU 0's
+/// `evtchn_upcall_pending` is set, the vector is raised whenever the guest can take an
+/// interrupt. The guest's handler clears the flag before it scans the bitmaps, and needs no
+/// EOI (there is no emulated local APIC behind it). `evtchn_upcall_mask` is the PV mask and
+/// is not consulted, as in Xen.
+///
+/// `rflags` and `interruptibility` are the guest's (VMCS interruptibility-state bits 0-1:
+/// blocking by STI, by MOV SS); `injecting` is whether an event is already queued for entry.
+pub fn upcall_action(
+    vector: Option<u8>,
+    upcall_pending: bool,
+    rflags: u64,
+    interruptibility: u32,
+    injecting: bool,
+) -> UpcallAction {
+    const RFLAGS_IF: u64 = 1 << 9;
+    match vector {
+        Some(v) if upcall_pending => {
+            if rflags & RFLAGS_IF != 0 && interruptibility & 3 == 0 && !injecting {
+                UpcallAction::Inject(v)
+            } else {
+                UpcallAction::Wait
+            }
+        }
+        _ => UpcallAction::Nothing,
+    }
+}
+
 /// Bits of a PAE page-directory-pointer-table entry that must be 0 when it is present
 /// (SDM Vol. 3A 4.4.1: bits 2:1, 8:5 and 63:52; hv's guests have at most 52 physical bits).
 const PDPTE_RESERVED: u64 = 0xfff0_0000_0000_01e6;
@@ -534,6 +574,36 @@ pub trait HvmBackend {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn upcalls_wait_for_the_guest_to_take_interrupts() {
+        use super::{upcall_action, UpcallAction::*};
+        const IF: u64 = 0x202;
+        assert_eq!(upcall_action(Some(0xf3), true, IF, 0, false), Inject(0xf3));
+        assert_eq!(upcall_action(Some(0xf3), false, IF, 0, false), Nothing);
+        assert_eq!(upcall_action(None, true, IF, 0, false), Nothing);
+        assert_eq!(
+            upcall_action(Some(0xf3), true, 0x2, 0, false),
+            Wait,
+            "IF clear"
+        );
+        assert_eq!(
+            upcall_action(Some(0xf3), true, IF, 1, false),
+            Wait,
+            "STI shadow"
+        );
+        assert_eq!(
+            upcall_action(Some(0xf3), true, IF, 2, false),
+            Wait,
+            "MOV SS"
+        );
+        assert_eq!(
+            upcall_action(Some(0xf3), true, IF, 4, false),
+            Inject(0xf3),
+            "SMI"
+        );
+        assert_eq!(upcall_action(Some(0xf3), true, IF, 0, true), Wait, "busy");
+    }
+
     #[test]
     fn pdptes_load_from_cr3_and_reserved_bits_refuse() {
         use super::{load_pdptes, pae_legacy_paging};

@@ -461,6 +461,7 @@ pub(crate) mod testing {
             evtchn: EvtchnTable::new(1),
             console_line: Vec::new(),
             rings: None,
+            hvm: None,
         }
     }
 

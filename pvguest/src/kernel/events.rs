@@ -120,7 +120,8 @@ pub fn init_timer() -> Result<(), String> {
 
 /// Waits until `cond` holds (checked with upcalls masked) or `timeout_ns` pass, blocking in
 /// between: `SCHEDOP_block` unmasks upcalls and sleeps until one is pending, and the upcall
-/// runs the handlers before the block returns. Returns whether `cond` held.
+/// runs the handlers before the block returns (as PVH: a halt with interrupts enabled, and
+/// the callback vector runs them). Returns whether `cond` held.
 pub fn wait_until(mut cond: impl FnMut() -> bool, timeout_ns: u64) -> bool {
     let hc = pv::hypercalls();
     let deadline = pv::system_time_ns().saturating_add(timeout_ns);
@@ -134,7 +135,11 @@ pub fn wait_until(mut cond: impl FnMut() -> bool, timeout_ns: u64) -> bool {
         }
         // Should either fail, the loop still ends at the deadline, polling instead.
         let _ = hc.set_timer_op(deadline);
-        let _ = hc.sched_op_block();
+        if super::pvh::is_pvh() {
+            super::pvh::wait_for_event();
+        } else {
+            let _ = hc.sched_op_block();
+        }
     };
     let _ = hc.set_timer_op(0);
     met

@@ -8,14 +8,23 @@
 //! shared-info page with `XENMEM_add_to_physmap`, and runs the selftest checks that apply to
 //! an HVM guest. The command line word `pvh-triple-fault` makes it triple-fault on purpose
 //! instead (the hypervisor must crash only this domain).
+//!
+//! After the checks, a `pingpong` command line runs the same ping-pong as a PV domain,
+//! with events delivered the HVM way: an IDT gate at [`CALLBACK_VECTOR`] registered with
+//! `HVM_PARAM_CALLBACK_IRQ`, whose handler runs the same event dispatch as the PV upcall,
+//! and waits that halt with interrupts enabled (`sti; hlt`, see [`wait_for_event`]).
 
 use core::arch::{global_asm, x86_64::__cpuid};
 use core::ptr::{addr_of, addr_of_mut};
 
-use hypercall_abi::hvm::{HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use hypercall_abi::hvm::{HvmCallbackVia, HvmParam, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
 use hypercall_abi::memory::{MemoryOp, XenAddToPhysmap, XenMapSpace};
 use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::DOMID_SELF;
+use pvguest::cmdline::{self, Mode};
 use pvguest::ensure;
 use pvguest::selftest::{CheckResult, Tally};
 
@@ -79,6 +88,32 @@ pvh_start64:
     call pvh_main
     ud2
 
+    /* The event-channel callback: an interrupt gate, interrupts off. The CPU aligned RSP to
+       16 bytes before its 40-byte frame, so after nine pushes RSP is 16-byte aligned for
+       the call. The kernel is built without SSE and without a red zone. */
+    .globl pvh_callback_entry
+pvh_callback_entry:
+    push %rax
+    push %rcx
+    push %rdx
+    push %rsi
+    push %rdi
+    push %r8
+    push %r9
+    push %r10
+    push %r11
+    call pvh_callback
+    pop %r11
+    pop %r10
+    pop %r9
+    pop %r8
+    pop %rdi
+    pop %rsi
+    pop %rdx
+    pop %rcx
+    pop %rax
+    iretq
+
     .section .data.pvh, "aw"
     .balign 8
 pvh_gdt:
@@ -101,6 +136,84 @@ pvh_stack_top:
     note_phys32_entry = const hypercall_abi::elfnote::XenElfnote::Phys32Entry as u32,
     options(att_syntax)
 );
+
+/// The IDT vector hv raises for event-channel upcalls.
+pub const CALLBACK_VECTOR: u8 = 0xf3;
+/// The 64-bit code selector of the PVH GDT.
+const CODE64: u16 = 0x08;
+
+extern "C" {
+    fn pvh_callback_entry();
+}
+
+/// The IDT: only [`CALLBACK_VECTOR`] has a gate; any exception finds a not-present entry and
+/// ends in a triple fault, which the hypervisor reports as this domain's crash.
+#[repr(C, align(16))]
+struct Idt(UnsafeCell<[u64; 512]>);
+// SAFETY: written once by `enable_events` before `lidt`, on the one vCPU; the CPU only reads
+// it afterwards.
+unsafe impl Sync for Idt {}
+
+static IDT: Idt = Idt(UnsafeCell::new([0; 512]));
+
+/// Whether the kernel runs as PVH (events arrive through the callback vector).
+static RUNNING_AS_PVH: AtomicBool = AtomicBool::new(false);
+
+/// Whether this kernel was started as PVH.
+pub fn is_pvh() -> bool {
+    RUNNING_AS_PVH.load(Ordering::Relaxed)
+}
+
+/// The event-channel callback: the same dispatch as the PV upcall.
+#[no_mangle]
+extern "C" fn pvh_callback() {
+    super::events::upcall();
+}
+
+/// Installs the callback gate, loads the IDT and asks the hypervisor to deliver upcalls at
+/// [`CALLBACK_VECTOR`]. Interrupts stay disabled until [`wait_for_event`].
+fn enable_events() -> Result<(), alloc::string::String> {
+    let handler = pvh_callback_entry as *const () as u64;
+    // Interrupt gate (type 0xe), present, DPL 0, no IST (SDM Vol. 3A 6.14.1).
+    let low = (handler & 0xffff)
+        | u64::from(CODE64) << 16
+        | 0x8e00u64 << 32
+        | ((handler >> 16) & 0xffff) << 48;
+    let high = handler >> 32;
+    let slot = usize::from(CALLBACK_VECTOR) * 2;
+    // SAFETY: nothing reads the IDT before the `lidt` below (interrupts are off).
+    unsafe {
+        let idt = &mut *IDT.0.get();
+        idt[slot] = low;
+        idt[slot + 1] = high;
+    }
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer {
+        limit: (512 * 8 - 1) as u16,
+        base: IDT.0.get() as u64,
+    };
+    // SAFETY: the IDT is a static with a valid gate for the only interrupt that can come.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &ptr, options(nostack, readonly)) };
+    RUNNING_AS_PVH.store(true, Ordering::Relaxed);
+    let via = HvmCallbackVia::Vector(CALLBACK_VECTOR).encode();
+    // SAFETY: the vector has its gate, and the handler only runs the event dispatch.
+    unsafe { pv::hypercalls().hvm_set_param(HvmParam::CallbackIrq, via) }
+        .map(|_| ())
+        .map_err(|e| alloc::format!("set_param(CALLBACK_IRQ): {e}"))
+}
+
+/// Halts until an event: `sti; hlt` (the STI shadow covers the `hlt`, so an upcall cannot
+/// slip in between and leave the vCPU halted), the callback runs the handlers, then
+/// interrupts go off again.
+pub fn wait_for_event() {
+    // SAFETY: the IDT has the callback gate (`enable_events` ran before any wait); the
+    // handler preserves every register the interrupted code uses.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
 
 /// One PVH selftest check.
 type Check = fn(&HvmStartInfo) -> CheckResult;
@@ -191,11 +304,24 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     }
     println!("{}", tally.summary());
     println!("{}", tally.verdict());
-    pv::shutdown(if tally.success() {
-        ShutdownReason::Poweroff
-    } else {
-        ShutdownReason::Crash
-    })
+    if !tally.success() {
+        pv::shutdown(ShutdownReason::Crash)
+    }
+    match cmdline::parse_mode(cmdline) {
+        Ok(Mode::Pingpong(args)) => {
+            if let Err(e) = enable_events() {
+                println!("pvguest: PVH: {e}");
+                pv::shutdown(ShutdownReason::Crash)
+            }
+            let ok = super::pair::pingpong(args);
+            pv::shutdown(if ok {
+                ShutdownReason::Poweroff
+            } else {
+                ShutdownReason::Crash
+            })
+        }
+        _ => pv::shutdown(ShutdownReason::Poweroff),
+    }
 }
 
 fn cmdline_bytes(si: &HvmStartInfo) -> &'static [u8] {

@@ -397,6 +397,7 @@ pub fn build_domain(
         evtchn,
         console_line: Vec::new(),
         rings,
+        hvm: None,
     };
     let regs = Regs {
         rip: built.entry,

@@ -19,8 +19,9 @@
 //!   runs unpaged or with 4-level (long-mode) paging; 32-bit and PAE paging guests get
 //!   `EFAULT`, and PAE paging without long mode has no PDPTE loading yet;
 //! - string I/O (`ins`/`outs`) is not emulated;
-//! - no interrupts are injected yet (no event-channel upcall vector): `hlt` blocks until an
-//!   event is pending;
+//! - the only interrupt injected is the event-channel callback vector
+//!   (`HVM_PARAM_CALLBACK_IRQ`, [`hvm::upcall_action`]); there is no emulated local APIC,
+//!   IOAPIC or PIC, and `hlt` blocks until an event is pending;
 //! - `XENMEM_add_to_physmap` (shared info and grant-table frames) is handled here, since
 //!   it changes the EPT; hypercalls that only make sense for PV guests return `ENOSYS`.
 
@@ -47,7 +48,7 @@ use super::paging::phys_to_virt;
 use super::{console, start, traps};
 use crate::bundle::DomainSpec;
 use crate::domain::elf::XenImage;
-use crate::domain::state::{Domain, DomainState, Peers, Vcpu, VcpuState, INVALID_MFN};
+use crate::domain::state::{Domain, DomainState, HvmParams, Peers, Vcpu, VcpuState, INVALID_MFN};
 use crate::evtchn::EvtchnTable;
 use crate::hvm::ept::{Ept, EptMemory, EptPerm};
 use crate::hvm::exit::{
@@ -60,7 +61,7 @@ use crate::hvm::pvh_build::{
     PAGE_BYTES,
 };
 use crate::hvm::uart::{Uart16550, COM1_BASE};
-use crate::hvm::vmcs::{self, control, exit_info, guest, EntryControls};
+use crate::hvm::vmcs::{self, control, exit_info, guest, EntryControls, PrimaryProcBased};
 use crate::hvm::{self, CpuMode, Direction, Event, Exit, Gfn, Gpr, Gprs, SegmentAttrs};
 use crate::hypercall::{self, Ctx, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
@@ -597,6 +598,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         evtchn: EvtchnTable::new(1),
         console_line: Vec::new(),
         rings: None,
+        hvm: Some(HvmParams::default()),
     };
     dom.vcpus.push(Vcpu::new(0, crate::regs::Regs::default()));
     super::gnttab::add_domain(id, spec.privileged)
@@ -757,6 +759,9 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
             return Outcome::Crash("cannot write the host state");
         }
         wr(guest::RSP, vcpu.gprs.get(Gpr::Rsp));
+        if let Some(dom) = domains.get(d) {
+            offer_upcall(dom);
+        }
         // SAFETY: the VMCS is current and complete (init_vmcs); hv_vmx_enter saves hv's
         // callee-saved registers and the VM exit returns through hv_vmx_exit onto this stack
         // with them restored; the GPR array outlives the call.
@@ -786,6 +791,7 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
         }
         vcpu.launched = true;
         vcpu.gprs.set(Gpr::Rsp, rd(guest::RSP));
+        redeliver_interrupted_event();
         let reason = ExitReason(rd(exit_info::EXIT_REASON));
         let qual = rd(exit_info::EXIT_QUALIFICATION);
         let exit = decode_exit(reason, qual);
@@ -816,6 +822,73 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
             }
             Step::Out(o) => return o,
         }
+    }
+}
+
+/// An exit that interrupted the delivery of an event (the guest's own exception or `int n`,
+/// or one hv injected) leaves it in the IDT-vectoring field; it is queued again so the guest
+/// does not lose it (SDM Vol. 3C 27.2.4, 28.2.3). The exit handler may replace it (a crash
+/// or its own injection), which is what the hardware would have done next anyway.
+fn redeliver_interrupted_event() {
+    let raw = rd(exit_info::IDT_VECTORING_INFO);
+    let Some(info) = InterruptionInfo::decode(raw) else {
+        return;
+    };
+    wr(control::ENTRY_INTR_INFO, info.encode());
+    if info.has_error_code {
+        wr(
+            control::ENTRY_EXCEPTION_ERROR_CODE,
+            rd(exit_info::IDT_VECTORING_ERROR_CODE),
+        );
+    }
+    if matches!(
+        info.kind,
+        InterruptionType::SoftwareInterrupt
+            | InterruptionType::PrivilegedSoftwareException
+            | InterruptionType::SoftwareException
+    ) {
+        wr(
+            control::ENTRY_INSTRUCTION_LEN,
+            rd(exit_info::EXIT_INSTRUCTION_LEN),
+        );
+    }
+}
+
+/// Raises the domain's event-channel callback vector if an upcall is pending and the guest
+/// can take it now, or asks for an interrupt-window exit until it can
+/// ([`hvm::upcall_action`]).
+fn offer_upcall(dom: &Domain) {
+    let vector = dom.hvm.and_then(|h| h.callback_vector());
+    let pending = dom
+        .shared
+        .vcpu_info
+        .first()
+        .is_some_and(|i| i.evtchn_upcall_pending != 0);
+    let injecting = InterruptionInfo::decode(rd(control::ENTRY_INTR_INFO)).is_some();
+    let action = hvm::upcall_action(
+        vector,
+        pending,
+        rd(guest::RFLAGS),
+        rd(guest::INTERRUPTIBILITY),
+        injecting,
+    );
+    let window = PrimaryProcBased::INTERRUPT_WINDOW_EXITING.bits();
+    let procs = rd(control::PRIMARY_PROC_BASED);
+    let want = match action {
+        hvm::UpcallAction::Inject(v) => {
+            inject(Event::Interrupt(v));
+            false
+        }
+        hvm::UpcallAction::Wait => true,
+        hvm::UpcallAction::Nothing => false,
+    };
+    let new = if want {
+        procs | window
+    } else {
+        procs & !window
+    };
+    if new != procs {
+        wr(control::PRIMARY_PROC_BASED, new);
     }
 }
 
@@ -1181,7 +1254,9 @@ fn hvm_allowed(nr: u64) -> bool {
             | Hypercall::SetTimerOp
             | Hypercall::EventChannelOp
             | Hypercall::MemoryOp
-            | Hypercall::GrantTableOp)
+            | Hypercall::GrantTableOp
+            | Hypercall::VcpuOp
+            | Hypercall::HvmOp)
     )
 }
 
