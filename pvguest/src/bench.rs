@@ -22,6 +22,10 @@
 
 use core::fmt;
 
+/// The figures of the benchmark mode when pvguest runs as a PVH (HVM) guest, whose
+/// hypercalls go through `vmcall`: `cargo xtask bench` boots that run under Bochs (VT-x).
+pub const PVH_FIGURES: &[&str] = &["hvm_vmcall_xen_version"];
+
 /// Starts a figure's line.
 pub const FIGURE_TAG: &str = "BENCH name=";
 /// Starts a skipped figure's line.

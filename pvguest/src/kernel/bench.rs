@@ -97,16 +97,41 @@ impl Shared {
 pub fn run(k: &mut Kernel) {
     // A copy, so the filter does not borrow the kernel the figures need mutably.
     let si = k.si;
-    let filter = Filter::from_cmdline(si.cmd_line_bytes());
+    let mut shared = Shared::default();
+    run_figures(si.cmd_line_bytes(), FIGURES, |figure| {
+        figure(k, &mut shared)
+    });
+}
+
+/// A figure of the PVH benchmark: no PV kernel behind it.
+type PvhFigure = fn() -> Result<Measurement, String>;
+
+/// The figures measured when pvguest runs as a PVH (HVM) guest: hypercalls through
+/// `vmcall`. Their names are `pvguest::bench::PVH_FIGURES`.
+const PVH_FIGURES: &[(&str, PvhFigure, Option<u64>)] =
+    &[(pvguest::bench::PVH_FIGURES[0], xen_version, None)];
+
+/// The PVH benchmark mode (the shared-info page must be mapped, for the clock's scale).
+pub fn run_pvh(cmdline: &[u8]) {
+    run_figures(cmdline, PVH_FIGURES, |figure| figure());
+}
+
+/// Measures `figures` the filter in `cmdline` selects, with `measure` running one, and
+/// prints each figure's line and the end line.
+fn run_figures<F: Copy>(
+    cmdline: &[u8],
+    figures: &[(&str, F, Option<u64>)],
+    mut measure: impl FnMut(F) -> Result<Measurement, String>,
+) {
+    let filter = Filter::from_cmdline(cmdline);
     let (clock, _) = pv::time_snapshot();
     let ns = (clock.tsc_to_system_mul != 0).then_some(move |ticks| clock.scale_delta(ticks));
     let mut done = DoneLine {
         measured: 0,
         skipped: 0,
     };
-    let mut shared = Shared::default();
-    for &(name, figure, bytes) in FIGURES.iter().filter(|(name, ..)| filter.selects(name)) {
-        match figure(k, &mut shared) {
+    for &(name, figure, bytes) in figures.iter().filter(|(name, ..)| filter.selects(name)) {
+        match measure(figure) {
             Ok(m) => {
                 println!("{}", FigureLine { name, m, ns, bytes });
                 done.measured += 1;
@@ -184,6 +209,12 @@ fn measure(mut op: impl FnMut()) -> Measurement {
 
 /// `xen_version(XENVER_version)` through the hypercall page.
 fn hypercall_xen_version(_: &mut Kernel, _: &mut Shared) -> Result<Measurement, String> {
+    xen_version()
+}
+
+/// `xen_version(XENVER_version)` through the hypercall page (`syscall` for PV, `vmcall` for
+/// PVH).
+fn xen_version() -> Result<Measurement, String> {
     let hc = pv::hypercalls();
     hc.xen_version().map_err(|e| format!("xen_version: {e}"))?;
     let mut worst = 0i64;

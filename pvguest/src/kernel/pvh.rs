@@ -9,7 +9,8 @@
 //! an HVM guest. The command line word `pvh-triple-fault` makes it triple-fault on purpose
 //! instead (the hypervisor must crash only this domain).
 //!
-//! After the checks, a `pingpong` command line runs the same ping-pong as a PV domain,
+//! After the checks, `bench` measures the PVH figures (hypercalls through `vmcall`), and a
+//! `pingpong` command line runs the same ping-pong as a PV domain,
 //! with events delivered the HVM way: an IDT gate at [`CALLBACK_VECTOR`] registered with
 //! `HVM_PARAM_CALLBACK_IRQ`, whose handler runs the same event dispatch as the PV upcall,
 //! and waits that halt with interrupts enabled (`sti; hlt`, see [`wait_for_event`]).
@@ -319,6 +320,10 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
             } else {
                 ShutdownReason::Crash
             })
+        }
+        Ok(Mode::Bench) => {
+            super::bench::run_pvh(cmdline);
+            pv::shutdown(ShutdownReason::Poweroff)
         }
         _ => pv::shutdown(ShutdownReason::Poweroff),
     }
