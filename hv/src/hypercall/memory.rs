@@ -1,5 +1,7 @@
 //! `memory_op`: what a guest may ask about its own memory.
 
+use alloc::vec::Vec;
+
 use super::{Ctx, HcResult};
 use crate::domain::state::INVALID_MFN;
 use crate::mm::guest_access::{read_obj, write_obj};
@@ -42,8 +44,7 @@ pub(super) fn memory_op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
             Ok(ctx.dom.p2m.len() as i64 - 1)
         }
         MemoryOp::MemoryMap => {
-            // The guest's pseudo-physical map: all its pages, from 0.
-            let ram = [(0, ctx.dom.p2m.len() as u64 * 4096, E820_RAM)];
+            let ram = ram_runs(&ctx.dom.p2m);
             write_map(ctx, arg, &ram)
         }
         MemoryOp::MachineMemoryMap if !ctx.dom.privileged => Err(Errno::EPERM),
@@ -147,6 +148,24 @@ fn decrease(ctx: &mut Ctx<'_>, arg: u64) -> HcResult {
     Ok(nr as i64)
 }
 
+/// The guest's pseudo-physical memory map: each run of guest frames backed by RAM. For a
+/// PV guest that is all its pages from 0; for an HVM guest the PC layout's RAM, around the
+/// holes (the legacy VGA/ROM window) its p2m leaves unbacked.
+fn ram_runs(p2m: &[u64]) -> Vec<(u64, u64, u32)> {
+    let mut runs: Vec<(u64, u64, u32)> = Vec::new();
+    for (gfn, &mfn) in p2m.iter().enumerate() {
+        if mfn == INVALID_MFN {
+            continue;
+        }
+        let start = gfn as u64 * 4096;
+        match runs.last_mut() {
+            Some((s, len, _)) if *s + *len == start => *len += 4096,
+            _ => runs.push((start, 4096, E820_RAM)),
+        }
+    }
+    runs
+}
+
 /// Fills a `struct xen_memory_map` (nr_entries: IN capacity, OUT count; buffer handle) with
 /// E820 entries (start, length, type); a map larger than the buffer is cut.
 fn write_map(ctx: &mut Ctx<'_>, arg: u64, map: &[(u64, u64, u32)]) -> HcResult {
@@ -244,6 +263,34 @@ mod tests {
         assert_eq!(u32::from_le_bytes(e[16..20].try_into().unwrap()), 1);
         write_obj(&mut w.mem, MEM_BASE, &[0u64, MEM_BASE + 0x100]).unwrap();
         assert_eq!(w.call(MEMORY_OP, &[9, MEM_BASE]).1, -22);
+    }
+
+    #[test]
+    fn memory_map_skips_the_holes_of_the_p2m() {
+        let mut w = World::new();
+        // An HVM-style p2m: RAM below 0xa0000 and from 0x100000, nothing between.
+        w.dom.p2m = (0..0x200u64)
+            .map(|gfn| {
+                if (0xa0..0x100).contains(&gfn) {
+                    INVALID_MFN
+                } else {
+                    0x1000 + gfn
+                }
+            })
+            .collect();
+        write_obj(&mut w.mem, MEM_BASE, &[4u64, MEM_BASE + 0x100]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[9, MEM_BASE]).1, 0);
+        assert_eq!(read_obj::<u32>(&mut w.mem, MEM_BASE).unwrap(), 2);
+        let e: [[u8; 20]; 2] = read_obj(&mut w.mem, MEM_BASE + 0x100).unwrap();
+        let field = |e: &[u8; 20], r: core::ops::Range<usize>| {
+            let mut b = [0u8; 8];
+            b[..r.len()].copy_from_slice(&e[r]);
+            u64::from_le_bytes(b)
+        };
+        assert_eq!(
+            e.map(|e| (field(&e, 0..8), field(&e, 8..16), field(&e, 16..20))),
+            [(0, 0xa0000, 1), (0x100000, 0x100000, 1)]
+        );
     }
 
     #[test]
