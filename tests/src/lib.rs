@@ -240,6 +240,26 @@ pub fn number_after(line: &str, label: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The checks each side of pvguest's `grant` mode must report as `grant: <check> ok`.
+pub const GRANTER_CHECKS: [&str; 6] = [
+    "set up own table",
+    "refs as agreed",
+    "mapper's pattern",
+    "end access while mapped refused",
+    "end access after unmap",
+    "end read-only access",
+];
+pub const MAPPER_CHECKS: [&str; 8] = [
+    "map read-write grant",
+    "granter's pattern",
+    "unmap",
+    "copy read-only grant",
+    "map read-only grant writable refused",
+    "map out-of-range ref refused",
+    "map again and hold",
+    "unmap held mapping",
+];
+
 #[cfg(test)]
 mod tests {
     use super::number_after;

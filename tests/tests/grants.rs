@@ -6,28 +6,8 @@
 
 use hv_tests::{
     assert_checks_passed, assert_frames_balance, assert_power_off, assert_selftest_passed,
-    boot_pvguests, guest_lines, TempDir,
+    boot_pvguests, guest_lines, TempDir, GRANTER_CHECKS, MAPPER_CHECKS,
 };
-
-/// The checks each side must report as `grant: <check> ok`.
-const GRANTER_CHECKS: [&str; 6] = [
-    "set up own table",
-    "refs as agreed",
-    "mapper's pattern",
-    "end access while mapped refused",
-    "end access after unmap",
-    "end read-only access",
-];
-const MAPPER_CHECKS: [&str; 8] = [
-    "map read-write grant",
-    "granter's pattern",
-    "unmap",
-    "copy read-only grant",
-    "map read-only grant writable refused",
-    "map out-of-range ref refused",
-    "map again and hold",
-    "unmap held mapping",
-];
 
 #[test]
 fn grant_map_copy_and_end_access_between_two_domains() {

@@ -1,11 +1,13 @@
 //! HVM (PVH) guests on hv's VMX backend, under Bochs (VT-x with EPT and unrestricted guest):
 //! the pvguest image started at its PHYS32 entry passes its PVH selftest through `vmcall`
 //! hypercalls, an HVM guest that triple-faults is crashed while a PV domain keeps running,
-//! and an HVM and a PV domain exchange events (the HVM side through its callback vector).
+//! and an HVM and a PV domain exchange events (the HVM side through its callback vector) and
+//! grants (the HVM side granting its guest frames).
 
 use hv_tests::{
-    assert_frames_balance, assert_guest_line, assert_pingpong, assert_power_off,
-    assert_selftest_passed, bochs, boot, guest_lines, hv_line, pvguest_image, TempDir,
+    assert_checks_passed, assert_frames_balance, assert_guest_line, assert_pingpong,
+    assert_power_off, assert_selftest_passed, bochs, boot, guest_lines, hv_line, pvguest_image,
+    TempDir, GRANTER_CHECKS, MAPPER_CHECKS,
 };
 use xtask::runner::RunReport;
 
@@ -74,6 +76,27 @@ fn hvm_and_pv_domains_exchange_events() {
     assert_pingpong(&report, 0, 1, 1000);
     hv_line(&report, "d0 (hvm): Shutdown(Poweroff)");
     hv_line(&report, "d1 (pv): Shutdown(Poweroff)");
+    assert_frames_balance(&report);
+    assert_power_off(&report, 0);
+}
+
+#[test]
+fn an_hvm_domain_grants_pages_to_a_pv_domain() {
+    let dir = TempDir::new("hvm-pv-grants").expect("temp dir");
+    let report = boot_bochs(
+        &dir,
+        "[[domain]]\nname = \"hvm\"\ntype = \"pvh\"\nkernel = KERNEL\nmemory = \"16M\"\n\
+         cmdline = \"grant role=granter peer=1 port=1 rw=8 ro=9\"\n\n\
+         [[domain]]\nname = \"pv\"\nkernel = KERNEL\nmemory = \"16M\"\n\
+         cmdline = \"grant role=mapper peer=0 port=1 rw=8 ro=9\"\n",
+    );
+    assert_guest_line(
+        &report,
+        0,
+        "grant: granted ref 8 (read-write) and ref 9 (read-only) to d1",
+    );
+    assert_checks_passed(&report, 0, "grant", &GRANTER_CHECKS);
+    assert_checks_passed(&report, 1, "grant", &MAPPER_CHECKS);
     assert_frames_balance(&report);
     assert_power_off(&report, 0);
 }

@@ -258,7 +258,13 @@ pub fn grant(k: &mut Kernel, args: GrantArgs) -> bool {
     let mut checks = Checks { failed: 0 };
     let mut window = Window::default();
     let result = match (args.pair.role, args.then) {
-        (Role::Server, Then::Finish) => granter(k, args, &mut window, &mut checks),
+        (Role::Server, Then::Finish) => {
+            let mut pages = PvPages {
+                k,
+                window: &mut window,
+            };
+            granter(&mut pages, args, &mut checks)
+        }
         (Role::Client, Then::Finish) => mapper(k, args, &mut window, &mut checks),
         (Role::Server, then) => granter_death(k, args, then, &mut window, &mut checks),
         (Role::Client, then) => mapper_death(k, args, then, &mut window, &mut checks),
@@ -269,28 +275,67 @@ pub fn grant(k: &mut Kernel, args: GrantArgs) -> bool {
     checks.verdict()
 }
 
-/// Fills a fresh frame with `seed`'s pattern; returns its machine frame and address.
-fn patterned_frame(k: &mut Kernel, window: &mut Window, seed: u64) -> Result<(u64, u64), String> {
-    let frame = k.mm.alloc_frame()?;
-    let va = window.map_frame(k, frame.mfn)?;
+/// `grant role=granter` with the table and pages `pages` gives (a PVH guest's own), for a
+/// kernel without the PV memory management; the other roles and `then=` need it.
+pub fn grant_as_granter(pages: &mut impl GranterPages, args: GrantArgs) -> bool {
+    let mut checks = Checks { failed: 0 };
+    let result = match (args.pair.role, args.then) {
+        (Role::Server, Then::Finish) => granter(pages, args, &mut checks),
+        _ => Err("only `role=granter` without `then=` runs here".into()),
+    };
+    if let Err(e) = result {
+        checks.check("run", Err(e));
+    }
+    checks.verdict()
+}
+
+/// Where a granter's table and granted pages come from.
+pub trait GranterPages {
+    /// This domain's grant table (one frame), set up and mapped.
+    fn own_table(&mut self) -> Result<GrantTable, String>;
+    /// A page of this domain's own to grant: its frame number (as the grant entry names it)
+    /// and its address. It may be used only by the caller.
+    fn fresh_page(&mut self) -> Result<(u64, u64), String>;
+}
+
+/// A PV kernel's frames, mapped in its window.
+struct PvPages<'a, 'k> {
+    k: &'k mut Kernel,
+    window: &'a mut Window,
+}
+
+impl GranterPages for PvPages<'_, '_> {
+    fn own_table(&mut self) -> Result<GrantTable, String> {
+        grants::own_table(self.k, self.window)
+    }
+
+    fn fresh_page(&mut self) -> Result<(u64, u64), String> {
+        let frame = self.k.mm.alloc_frame()?;
+        let va = self.window.map_frame(self.k, frame.mfn)?;
+        Ok((frame.mfn, va))
+    }
+}
+
+/// Fills a fresh page with `seed`'s pattern; returns its frame number and address.
+fn patterned_frame(pages: &mut impl GranterPages, seed: u64) -> Result<(u64, u64), String> {
+    let (frame, va) = pages.fresh_page()?;
     let mut words = [0u64; PAGE_WORDS];
     fill_pattern(seed, &mut words);
-    // SAFETY: `va` maps the fresh frame writable, and nothing else refers to it.
+    // SAFETY: `va` maps the fresh page writable, and nothing else refers to it.
     unsafe { grants::write_page(va, &words) };
-    Ok((frame.mfn, va))
+    Ok((frame, va))
 }
 
 fn granter(
-    k: &mut Kernel,
+    pages: &mut impl GranterPages,
     args: GrantArgs,
-    window: &mut Window,
     checks: &mut Checks,
 ) -> Result<(), String> {
     let peer_id = args.pair.peer;
-    let mut table = grants::own_table(k, window)?;
+    let mut table = pages.own_table()?;
     checks.check("set up own table", Ok(()));
-    let (rw_mfn, rw_va) = patterned_frame(k, window, GRANTER_SEED)?;
-    let (ro_mfn, _) = patterned_frame(k, window, READONLY_SEED)?;
+    let (rw_mfn, rw_va) = patterned_frame(pages, GRANTER_SEED)?;
+    let (ro_mfn, _) = patterned_frame(pages, READONLY_SEED)?;
     let rw = table
         .grant_access(peer_id, rw_mfn, false)
         .map_err(|e| e.to_string())?;
@@ -473,8 +518,9 @@ fn granter_death(
     checks: &mut Checks,
 ) -> Result<(), String> {
     let peer_id = args.pair.peer;
-    let mut table = grants::own_table(k, window)?;
-    let (rw_mfn, rw_va) = patterned_frame(k, window, GRANTER_SEED)?;
+    let mut pages = PvPages { k, window };
+    let mut table = pages.own_table()?;
+    let (rw_mfn, rw_va) = patterned_frame(&mut pages, GRANTER_SEED)?;
     let rw = table
         .grant_access(peer_id, rw_mfn, false)
         .map_err(|e| e.to_string())?;

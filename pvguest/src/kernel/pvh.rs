@@ -9,7 +9,8 @@
 //! an HVM guest. The command line word `pvh-triple-fault` makes it triple-fault on purpose
 //! instead (the hypervisor must crash only this domain).
 //!
-//! After the checks, `bench` measures the PVH figures (hypercalls through `vmcall`), and a
+//! After the checks, `bench` measures the PVH figures (hypercalls through `vmcall`),
+//! `grant role=granter ...` grants pages of its own (guest frames) to a PV mapper, and a
 //! `pingpong` command line runs the same ping-pong as a PV domain,
 //! with events delivered the HVM way: an IDT gate at [`CALLBACK_VECTOR`] registered with
 //! `HVM_PARAM_CALLBACK_IRQ`, whose handler runs the same event dispatch as the PV upcall,
@@ -216,6 +217,64 @@ pub fn wait_for_event() {
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
 
+/// Pages of the image a PVH granter uses: the first becomes the grant table (its RAM page is
+/// replaced by the table frame through `XENMEM_add_to_physmap`), the others are granted.
+#[repr(C, align(4096))]
+struct GrantPages(UnsafeCell<[[u8; 4096]; GRANT_PAGES]>);
+// SAFETY: one vCPU; each page is handed out once by `PvhPages` and then used by one owner.
+unsafe impl Sync for GrantPages {}
+
+const GRANT_PAGES: usize = 3;
+static GRANT_PAGES_AREA: GrantPages = GrantPages(UnsafeCell::new([[0; 4096]; GRANT_PAGES]));
+
+/// A PVH guest's pages for the granter: frame numbers are guest frames (the image is
+/// identity mapped, so a page's frame is its address / 4096).
+struct PvhPages {
+    /// Pages handed out so far.
+    used: usize,
+}
+
+impl PvhPages {
+    fn next_page(&mut self) -> Result<u64, alloc::string::String> {
+        if self.used >= GRANT_PAGES {
+            return Err("out of PVH grant pages".into());
+        }
+        // SAFETY: only computes the address of page `used` of the static area.
+        let va = unsafe { (*GRANT_PAGES_AREA.0.get()).as_ptr().add(self.used) } as u64;
+        self.used += 1;
+        Ok(va)
+    }
+}
+
+impl super::pair::GranterPages for PvhPages {
+    fn own_table(&mut self) -> Result<pvguest::front::grant::GrantTable, alloc::string::String> {
+        let va = self.next_page()?;
+        let mut arg = XenAddToPhysmap {
+            domid: DOMID_SELF,
+            size: 0,
+            space: XenMapSpace::GrantTable as u32,
+            idx: 0,
+            gpfn: va >> 12,
+        };
+        // SAFETY: puts grant-table frame 0 at a page of the image only this granter uses.
+        unsafe { pv::hypercalls().memory_op(MemoryOp::AddToPhysmap, &mut arg) }
+            .map_err(|e| alloc::format!("add_to_physmap(grant table): {e}"))?;
+        // SAFETY: `va` now maps the table frame, for the rest of the run, and nothing else
+        // refers to it; one frame holds GRANT_ENTRIES_V1_PER_PAGE entries.
+        Ok(unsafe {
+            pvguest::front::grant::GrantTable::new(
+                va as *mut hypercall_abi::grant_table::GrantEntryV1,
+                hypercall_abi::grant_table::GRANT_ENTRIES_V1_PER_PAGE as u32,
+            )
+        })
+    }
+
+    fn fresh_page(&mut self) -> Result<(u64, u64), alloc::string::String> {
+        let va = self.next_page()?;
+        Ok((va >> 12, va))
+    }
+}
+
 /// One PVH selftest check.
 type Check = fn(&HvmStartInfo) -> CheckResult;
 
@@ -315,6 +374,18 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
                 pv::shutdown(ShutdownReason::Crash)
             }
             let ok = super::pair::pingpong(args);
+            pv::shutdown(if ok {
+                ShutdownReason::Poweroff
+            } else {
+                ShutdownReason::Crash
+            })
+        }
+        Ok(Mode::Grant(args)) => {
+            if let Err(e) = enable_events() {
+                println!("pvguest: PVH: {e}");
+                pv::shutdown(ShutdownReason::Crash)
+            }
+            let ok = super::pair::grant_as_granter(&mut PvhPages { used: 0 }, args);
             pv::shutdown(if ok {
                 ShutdownReason::Poweroff
             } else {

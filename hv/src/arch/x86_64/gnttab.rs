@@ -25,6 +25,7 @@ use spin::Mutex;
 use super::mmu::{flush_all, DirectMem};
 use super::paging::{hv_l4_slots, phys_to_virt};
 use super::start::FRAMES;
+use super::vmx::FrameNumber;
 use crate::domain::state::Domain;
 use crate::gnttab::{
     FrameRefs, FrameRefused, GnttabError, GrantConfig, GrantTables, GrantUnmap, GuestFrames,
@@ -105,9 +106,14 @@ impl SharedEntries for Env<'_, '_> {
 }
 
 impl GuestFrames for Env<'_, '_> {
-    /// PV: the guest's frame numbers are machine frames; `take_ref` checks the owner.
-    fn gfn_to_mfn(&self, _domid: DomId, gfn: u64) -> Option<Mfn> {
-        Some(Mfn(gfn))
+    /// PV: the guest's frame numbers are machine frames; HVM: guest frames, translated
+    /// through the domain's EPT. Either way `take_ref` then checks the owner.
+    fn gfn_to_mfn(&self, domid: DomId, gfn: u64) -> Option<Mfn> {
+        match super::vmx::frame_number(domid, gfn) {
+            FrameNumber::Machine => Some(Mfn(gfn)),
+            FrameNumber::Guest(mfn) => Some(mfn),
+            FrameNumber::Unbacked => None,
+        }
     }
 }
 

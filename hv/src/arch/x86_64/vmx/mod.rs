@@ -435,6 +435,41 @@ pub fn is_hvm(domid: u16) -> bool {
     DOMAINS.lock().iter().any(|d| d.domid == domid)
 }
 
+/// Each HVM domain's EPT, apart from [`DOMAINS`] (which a running vCPU holds) so that
+/// hypercalls can translate another domain's frame numbers.
+static EPTS: Mutex<Vec<(u16, Ept)>> = Mutex::new(Vec::new());
+
+/// What a domain's frame number means to code that handles frames of any domain (grants).
+pub enum FrameNumber {
+    /// A PV domain's frame numbers are machine frames.
+    Machine,
+    /// An HVM domain's guest frame, translated through its EPT (to RAM, or a page
+    /// `XENMEM_add_to_physmap` placed).
+    Guest(Mfn),
+    /// An HVM domain's guest frame with nothing behind it.
+    Unbacked,
+}
+
+/// Translates frame number `gfn` of domain `domid` (see [`FrameNumber`]).
+pub fn frame_number(domid: u16, gfn: u64) -> FrameNumber {
+    let Some(ept) = EPTS
+        .lock()
+        .iter()
+        .find(|(d, _)| *d == domid)
+        .map(|&(_, e)| e)
+    else {
+        return FrameNumber::Machine;
+    };
+    let mem = EptFrames { domid };
+    match gfn
+        .checked_mul(PAGE_SIZE)
+        .and_then(|gpa| ept.lookup(&mem, gpa))
+    {
+        Some(t) => FrameNumber::Guest(Mfn(t.maddr / PAGE_SIZE)),
+        None => FrameNumber::Unbacked,
+    }
+}
+
 fn fail(args: core::fmt::Arguments<'_>) -> String {
     let mut s = String::new();
     let _ = s.write_fmt(args);
@@ -603,6 +638,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
     dom.vcpus.push(Vcpu::new(0, crate::regs::Regs::default()));
     super::gnttab::add_domain(id, spec.privileged)
         .map_err(|e| fail(format_args!("creating the grant table: {e:?}")))?;
+    EPTS.lock().push((id, ept));
     DOMAINS.lock().push(HvmDomain {
         domid: id,
         ept,
@@ -650,6 +686,7 @@ pub fn destroy_domain(domid: u16) {
         return;
     };
     let d = doms.swap_remove(i);
+    EPTS.lock().retain(|(domid_, _)| *domid_ != domid);
     let vpid_on = VMX.lock().as_ref().is_some_and(|v| v.caps.controls.vpid());
     for v in &d.vcpus {
         // SAFETY: VMX is on (the domain was built), and the VMCS is this vCPU's region.
