@@ -15,9 +15,10 @@
 //!
 //! Limits of this first version (each refused or crashes the domain, never hv):
 //! - one vCPU per HVM domain, on the one CPU hv runs on;
-//! - guest pointers in hypercalls are translated ([`crate::hvm::guest_walk`]) when the guest
-//!   runs unpaged or with 4-level (long-mode) paging; 32-bit and PAE paging guests get
-//!   `EFAULT`, and PAE paging without long mode has no PDPTE loading yet;
+//! - guest pointers in hypercalls and fetched instructions are translated
+//!   ([`crate::hvm::guest_walk`]) unpaged and with 32-bit, PAE and 4-level paging; 5-level
+//!   paging gets `EFAULT`, and PAE paging without long mode has no PDPTE loading into the
+//!   VMCS yet (the processor takes a PAE guest's PDPTEs from there under EPT);
 //! - string I/O (`ins`/`outs`) is not emulated;
 //! - no interrupts are injected yet (no event-channel upcall vector): `hlt` blocks until an
 //!   event is pending;
@@ -55,6 +56,7 @@ use crate::hvm::exit::{
     BasicExitReason, CrAccessType, EntryFailure, EptViolation, ExitReason, InterruptionInfo,
     InterruptionType, IoQualification,
 };
+use crate::hvm::guest_walk::Access;
 use crate::hvm::msr::{fill_hypercall_page, HvmMsrs, HypercallInsn, MsrWrite};
 use crate::hvm::pvh_build::{
     build_pvh, GuestMemmap, GuestPhysMemory, PvhKernel, PvhParams, RegionKind, LOW_RAM_END,
@@ -366,6 +368,7 @@ struct HvmGuestMem {
     phys: GuestPhys,
     cr0: u64,
     cr3: u64,
+    cr4: u64,
     efer: u64,
 }
 
@@ -377,21 +380,23 @@ impl crate::hvm::guest_walk::GuestPhysRead for GuestPhys {
 
 impl HvmGuestMem {
     /// The guest-physical address of `gva`, walked by [`crate::hvm::guest_walk`].
-    fn translate(&self, gva: u64, write: bool) -> Option<u64> {
+    fn translate(&self, gva: u64, access: Access) -> Option<u64> {
         let st = crate::hvm::guest_walk::PagingState {
             cr0: self.cr0,
             cr3: self.cr3,
+            cr4: self.cr4,
             efer: self.efer,
         };
-        crate::hvm::guest_walk::translate(&self.phys, &st, gva, write).ok()
+        crate::hvm::guest_walk::walk(&self.phys, &st, gva, access).ok()
     }
 
-    fn copy(&self, gva: u64, buf: &mut [u8], write: bool) -> Result<(), guest_access::Fault> {
+    fn copy(&self, gva: u64, buf: &mut [u8], access: Access) -> Result<(), guest_access::Fault> {
+        let write = access == Access::Write;
         let mut done = 0;
         while done < buf.len() {
             let va = gva.checked_add(done as u64).ok_or(guest_access::Fault)?;
             let n = (buf.len() - done).min((PAGE_SIZE - va % PAGE_SIZE) as usize);
-            let gpa = self.translate(va, write).ok_or(guest_access::Fault)?;
+            let gpa = self.translate(va, access).ok_or(guest_access::Fault)?;
             self.phys.copy(gpa, &mut buf[done..done + n], write)?;
             done += n;
         }
@@ -401,12 +406,12 @@ impl HvmGuestMem {
 
 impl GuestMem for HvmGuestMem {
     fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), guest_access::Fault> {
-        self.copy(gva, buf, false)
+        self.copy(gva, buf, Access::Read)
     }
     fn write(&mut self, gva: u64, buf: &[u8]) -> Result<(), guest_access::Fault> {
         let mut tmp = Vec::new();
         tmp.extend_from_slice(buf);
-        self.copy(gva, &mut tmp, true)
+        self.copy(gva, &mut tmp, Access::Write)
     }
 }
 
@@ -1075,12 +1080,13 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
         phys,
         cr0: rd(control::CR0_READ_SHADOW),
         cr3: rd(guest::CR3),
+        cr4: rd(control::CR4_READ_SHADOW),
         efer: rd(guest::IA32_EFER),
     };
     let linear = rd(guest::CS_BASE).wrapping_add(rd(guest::RIP));
     (0..=buf.len())
         .rev()
-        .find(|&n| mem.copy(linear, &mut buf[..n], false).is_ok())
+        .find(|&n| mem.copy(linear, &mut buf[..n], Access::Fetch).is_ok())
         .unwrap_or(0)
 }
 
@@ -1179,6 +1185,7 @@ fn hypercall_exit(
         phys: GuestPhys { ept, domid: dom.id },
         cr0: rd(control::CR0_READ_SHADOW),
         cr3: rd(guest::CR3),
+        cr4: rd(control::CR4_READ_SHADOW),
         efer: rd(guest::IA32_EFER),
     };
     let nr = regs.rax;
