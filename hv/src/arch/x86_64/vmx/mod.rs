@@ -1,7 +1,8 @@
-//! VT-x: the VMX backend for HVM (PVH) domains.
+//! VT-x: the VMX backend for HVM domains (PVH kernels, and boot sectors started in real mode).
 //!
 //! What it owns: detection and VMXON on the CPU ([`enable`], lazily, when the first HVM
-//! domain is built), each HVM domain's EPT and each vCPU's VMCS ([`build_pvh_domain`]),
+//! domain is built), each HVM domain's EPT and each vCPU's VMCS ([`build_pvh_domain`] for a
+//! PVH kernel, [`build_boot_sector_domain`] for a boot sector started in real mode),
 //! running an HVM vCPU until an exit needs the scheduler ([`run_vcpu`]), and tearing the
 //! hardware state down ([`destroy_domain`]). The decisions are the portable ones in
 //! [`crate::hvm`]; this module moves state in and out of the VMCS.
@@ -21,7 +22,10 @@
 //!   VMCS yet (the processor takes a PAE guest's PDPTEs from there under EPT);
 //! - string I/O (`ins`/`outs`) is not emulated;
 //! - no interrupts are injected yet (no event-channel upcall vector): `hlt` blocks until an
-//!   event is pending;
+//!   event is pending, and `hlt` with interrupts off (RFLAGS.IF clear) powers the domain off,
+//!   as Xen does when every vCPU of an HVM domain is down;
+//! - a boot sector gets no BIOS: the real-mode vector table is zeroed memory, so `int 0x10`,
+//!   `int 0x13` and the like jump to address 0; it prints through COM1 or port 0xe9;
 //! - `XENMEM_add_to_physmap` is handled here for the shared-info page only (until
 //!   `hypercall/memory.rs` gains an HVM arm); hypercalls that only make sense for PV guests
 //!   return `ENOSYS`.
@@ -36,6 +40,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::errno::Errno;
 use hypercall_abi::memory::{MemoryOp, XenAddToPhysmap, XenMapSpace};
+use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::{Hypercall, SharedInfo, DOMID_SELF, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use log::{error, info, warn};
 use spin::Mutex;
@@ -59,12 +64,14 @@ use crate::hvm::exit::{
 use crate::hvm::guest_walk::Access;
 use crate::hvm::msr::{fill_hypercall_page, HvmMsrs, HypercallInsn, MsrWrite};
 use crate::hvm::pvh_build::{
-    build_pvh, GuestMemmap, GuestPhysMemory, PvhKernel, PvhParams, RegionKind, LOW_RAM_END,
-    PAGE_BYTES,
+    build_pvh, build_real_mode, check_boot_sector, GuestMemmap, GuestPhysMemory, PvhKernel,
+    PvhParams, RegionKind, BOOT_SECTOR_ADDR, LOW_RAM_END, PAGE_BYTES,
 };
 use crate::hvm::uart::{Uart16550, COM1_BASE};
 use crate::hvm::vmcs::{self, control, exit_info, guest, EntryControls};
-use crate::hvm::{self, CpuMode, Direction, Event, Exit, Gfn, Gpr, Gprs, SegmentAttrs};
+use crate::hvm::{
+    self, CpuMode, Direction, Event, Exit, Gfn, Gpr, Gprs, SegmentAttrs, VcpuStartState,
+};
 use crate::hypercall::{self, Ctx, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
 use crate::mm::{Mfn, Owner, PAGE_SIZE};
@@ -190,6 +197,7 @@ const CR4_VMXE: u64 = 1 << 13;
 const CR0_PE: u64 = 1;
 const CR0_TS: u64 = 1 << 3;
 const EFER_LMA: u64 = 1 << 10;
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// Turns VMX operation on (once): CPUID and IA32_FEATURE_CONTROL checks, the capability
 /// MSRs, CR0/CR4 fixed bits, VMXON.
@@ -463,19 +471,64 @@ impl GuestPhysMemory for BuildPages<'_> {
     }
 }
 
-/// Builds PVH domain `id` (memory, EPT, `hvm_start_info`, VMCS). The caller queues the
-/// returned domain; on failure every frame taken so far belongs to `id` and the caller's
-/// teardown (or the ownership check at the end) returns it.
+/// Builds PVH domain `id` from its ELF image's `PHYS32_ENTRY` (see [`build_hvm_domain`]).
 pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
+    let image = XenImage::parse(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
+    let kernel = PvhKernel::from_image(&image).map_err(|e| fail(format_args!("{e}")))?;
+    let flags = if spec.privileged {
+        SIF_PRIVILEGED | SIF_INITDOMAIN
+    } else {
+        0
+    };
+    let params = PvhParams {
+        flags,
+        cmdline: spec.cmdline,
+        module: spec.module,
+    };
+    build_hvm_domain(id, spec, |mem, memmap| {
+        let (layout, start) = build_pvh(mem, memmap, &kernel, &params)
+            .map_err(|e| fail(format_args!("building: {e}")))?;
+        let what = alloc::format!(
+            "PVH: entry {:#x}, hvm_start_info {:#x}",
+            start.rip,
+            layout.start_info
+        );
+        Ok((start, what))
+    })
+}
+
+/// Builds HVM domain `id` from a boot sector, started in real mode at 0x7c00 with no BIOS
+/// (see [`build_hvm_domain`] and [`build_real_mode`]).
+pub fn build_boot_sector_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
+    check_boot_sector(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
+    build_hvm_domain(id, spec, |mem, memmap| {
+        let start = build_real_mode(mem, memmap, spec.kernel)
+            .map_err(|e| fail(format_args!("building: {e}")))?;
+        let what = alloc::format!(
+            "HVM: {}-byte boot sector at {BOOT_SECTOR_ADDR:#x}, real mode",
+            spec.kernel.len()
+        );
+        Ok((start, what))
+    })
+}
+
+/// Builds HVM domain `id`: its memory (the PC map of [`GuestMemmap::pc`]), EPT and shared-info
+/// page, then `load` puts the guest's image in that memory and returns the boot vCPU's state
+/// and a description for the log line, and the VMCS is set up from that state. The caller
+/// queues the returned domain; on failure every frame taken so far belongs to `id` and the
+/// caller's teardown (or the ownership check at the end) returns it.
+fn build_hvm_domain(
+    id: u16,
+    spec: &DomainSpec<'_>,
+    load: impl FnOnce(&mut BuildPages<'_>, &GuestMemmap) -> Result<(VcpuStartState, String), String>,
+) -> Result<Domain, String> {
     enable()?;
     if spec.vcpus != 1 {
         return Err(fail(format_args!(
-            "PVH domains have exactly one vCPU in this version (asked for {})",
+            "HVM domains have exactly one vCPU in this version (asked for {})",
             spec.vcpus
         )));
     }
-    let image = XenImage::parse(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
-    let kernel = PvhKernel::from_image(&image).map_err(|e| fail(format_args!("{e:?}")))?;
     let nr_pages = spec.memory_kib / 4;
     let memmap = GuestMemmap::pc(nr_pages, 0).map_err(|e| fail(format_args!("{e:?}")))?;
     let ram_end = memmap
@@ -487,7 +540,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         .unwrap_or(0);
     if ram_end > LOW_RAM_END {
         return Err(fail(format_args!(
-            "PVH domains are limited to {} MiB in this version",
+            "HVM domains are limited to {} MiB in this version",
             LOW_RAM_END >> 20
         )));
     }
@@ -540,18 +593,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
     for v in shared.vcpu_info.iter_mut() {
         v.evtchn_upcall_mask = 1;
     }
-    let flags = if spec.privileged {
-        SIF_PRIVILEGED | SIF_INITDOMAIN
-    } else {
-        0
-    };
-    let params = PvhParams {
-        flags,
-        cmdline: spec.cmdline,
-        module: spec.module,
-    };
-    let (layout, start_state) = build_pvh(&mut BuildPages { p2m: &p2m }, &memmap, &kernel, &params)
-        .map_err(|e| fail(format_args!("building: {e:?}")))?;
+    let (start_state, what) = load(&mut BuildPages { p2m: &p2m }, &memmap)?;
 
     let vmcs_mfn = EptFrames { domid: id }
         .alloc_table()
@@ -618,9 +660,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         }],
     });
     info!(
-        "d{id}: built PVH: {nr_pages} pages, entry {:#x}, hvm_start_info {:#x}, EPTP {:#x}",
-        start_state.rip,
-        layout.start_info,
+        "d{id}: built {what}, {nr_pages} pages, EPTP {:#x}",
         ept.eptp()
     );
     Ok(dom)
@@ -953,6 +993,13 @@ fn handle_exit(
         }
         Exit::Hlt => {
             skip_instruction();
+            if rd(guest::RFLAGS) & RFLAGS_IF == 0 {
+                // Nothing can wake it (hv sends HVM guests no NMI or INIT): as in Xen, a vCPU
+                // halted with interrupts off is down, and a domain with every vCPU down
+                // powers off.
+                info!("d{domid}: vCPU 0 halted with interrupts off: powering the domain off");
+                return Step::Out(Outcome::Shutdown(ShutdownReason::Poweroff));
+            }
             dom.vcpus[0].state = VcpuState::Blocked;
             Step::Out(Outcome::Block)
         }
