@@ -376,8 +376,8 @@ const STEPS: &[(&str, Step)] = &[
             "warnings",
         ]),
     ),
-    // `--workspace` checks hv and pvguest for the host, where their bare-metal modules are
-    // compiled out; this pass lints them as they are built.
+    // `--workspace` checks hv, pvguest and bootsector for the host, where their bare-metal
+    // code is compiled out; this pass lints them as they are built.
     (
         "clippy (x86_64-unknown-none)",
         Step::Cargo(&[
@@ -386,6 +386,8 @@ const STEPS: &[(&str, Step)] = &[
             "hv",
             "-p",
             "pvguest",
+            "-p",
+            "bootsector",
             "--target",
             "x86_64-unknown-none",
             "--",
