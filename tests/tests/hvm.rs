@@ -1,8 +1,10 @@
 //! HVM guests on hv's VMX backend, under Bochs (VT-x with EPT and unrestricted guest): the
 //! pvguest image started at its PHYS32 entry passes its PVH selftest through `vmcall`
 //! hypercalls, an HVM guest that triple-faults is crashed while a PV domain keeps running,
-//! and the test boot sector (`bootsector/`) prints through the emulated COM1 in real mode and
-//! again after switching to protected mode, then halts, which powers its domain off.
+//! and the test boot sector (`bootsector/`) prints through the emulated COM1 in real mode,
+//! again after switching to protected mode, and again after an MMIO load under 32-bit paging
+//! (which hv emulates by walking the guest's page tables), then halts, which powers its
+//! domain off.
 
 use hv_tests::{
     assert_frames_balance, assert_power_off, assert_selftest_passed, bochs, boot, bootsector_image,
@@ -11,9 +13,10 @@ use hv_tests::{
 use xtask::runner::RunReport;
 
 /// What the test boot sector prints, in order (see `bootsector/src/main.rs`).
-const SECTOR_LINES: [&str; 2] = [
+const SECTOR_LINES: [&str; 3] = [
     "boot sector: real mode, hello from 0x7c00",
     "boot sector: 32-bit protected mode, CR0.PE set",
+    "boot sector: 32-bit paging, MMIO load read all ones",
 ];
 
 /// Boots hv under Bochs with the domains of `toml` (pvguest is `KERNEL` in it, the test boot
