@@ -501,6 +501,9 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
 /// (see [`build_hvm_domain`] and [`build_real_mode`]).
 pub fn build_boot_sector_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
     check_boot_sector(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
+    if spec.module.is_some() || !spec.cmdline.is_empty() {
+        warn!("d{id}: a boot sector gets no command line or module: ignoring them");
+    }
     build_hvm_domain(id, spec, |mem, memmap| {
         let start = build_real_mode(mem, memmap, spec.kernel)
             .map_err(|e| fail(format_args!("building: {e}")))?;
@@ -530,7 +533,7 @@ fn build_hvm_domain(
         )));
     }
     let nr_pages = spec.memory_kib / 4;
-    let memmap = GuestMemmap::pc(nr_pages, 0).map_err(|e| fail(format_args!("{e:?}")))?;
+    let memmap = GuestMemmap::pc(nr_pages, 0).map_err(|e| fail(format_args!("{e}")))?;
     let ram_end = memmap
         .regions()
         .iter()
