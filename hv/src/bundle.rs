@@ -28,8 +28,8 @@
 //! |--------|------|------------------------------------------------------------------------|
 //! | 0x00   | 8    | name offset                                                            |
 //! | 0x08   | 8    | name length, 1..=[`MAX_NAME_LEN`], printable ASCII `0x21..=0x7e`       |
-//! | 0x10   | 8    | kernel ELF image offset, 4096-byte aligned                             |
-//! | 0x18   | 8    | kernel ELF image length, > 0                                           |
+//! | 0x10   | 8    | kernel image offset, 4096-byte aligned (ELF; a boot sector for HVM)    |
+//! | 0x18   | 8    | kernel image length, > 0                                               |
 //! | 0x20   | 8    | module (ramdisk) offset, 4096-byte aligned; 0 when there is no module  |
 //! | 0x28   | 8    | module length; 0 = no module                                           |
 //! | 0x30   | 8    | command line offset                                                    |
@@ -37,7 +37,7 @@
 //! | 0x40   | 8    | memory in KiB, > 0, a whole number of 4 KiB pages, <= max memory       |
 //! | 0x48   | 8    | max memory in KiB, whole pages, <= [`MAX_MEMORY_KIB`]                  |
 //! | 0x50   | 4    | vCPUs, 1..=[`MAX_VCPUS`]                                               |
-//! | 0x54   | 4    | domain type: 0 = PV, 1 = PVH ([`DomainKind`])                          |
+//! | 0x54   | 4    | domain type: 0 = PV, 1 = PVH, 2 = HVM ([`DomainKind`])                 |
 //! | 0x58   | 8    | flags: bit 0 = privileged (control domain); other bits must be 0       |
 //!
 //! Blobs (names, command lines, kernel images, modules) lie in the data area; every range must
@@ -116,6 +116,9 @@ pub enum DomainKind {
     Pv = 0,
     /// PVH: a hardware-virtualised guest started at its Xen PVH entry point.
     Pvh = 1,
+    /// HVM: a hardware-virtualised guest started in real mode at 0x7c00; its kernel is a raw
+    /// boot sector image (0x55 0xaa at bytes 510-511), not an ELF.
+    Hvm = 2,
 }
 
 impl TryFrom<u32> for DomainKind {
@@ -125,6 +128,7 @@ impl TryFrom<u32> for DomainKind {
         match raw {
             0 => Ok(Self::Pv),
             1 => Ok(Self::Pvh),
+            2 => Ok(Self::Hvm),
             other => Err(DomainFault::UnknownKind(other)),
         }
     }
@@ -316,7 +320,8 @@ pub struct Bundle<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DomainSpec<'a> {
     pub name: &'a str,
-    /// The ELF image, starting at a 4096-byte aligned offset of the bundle.
+    /// The kernel image (an ELF, or a boot sector for [`DomainKind::Hvm`]), starting at a
+    /// 4096-byte aligned offset of the bundle.
     pub kernel: &'a [u8],
     /// The module (ramdisk) handed to the guest, 4096-byte aligned like the kernel.
     pub module: Option<&'a [u8]>,
@@ -1188,8 +1193,12 @@ mod tests {
     #[test]
     fn kind_and_flags_are_enforced() {
         assert_eq!(
-            edited(|b| set_u32(b, record_at(1) + REC_KIND, 2)),
-            fault1(DomainFault::UnknownKind(2))
+            edited(|b| set_u32(b, record_at(1) + REC_KIND, 3)),
+            fault1(DomainFault::UnknownKind(3))
+        );
+        assert_eq!(
+            edited(|b| set_u32(b, record_at(1) + REC_KIND, 2)).map(|d| d[1].kind),
+            Ok(DomainKind::Hvm)
         );
         assert_eq!(
             domain1_with_u64(REC_FLAGS, 1 << 5 | 1),
@@ -1302,7 +1311,11 @@ mod tests {
             1..=MAX_MEMORY_KIB / PAGE_KIB / 2,
             0..=MAX_MEMORY_KIB / PAGE_KIB / 2,
             1..=MAX_VCPUS,
-            prop_oneof![Just(DomainKind::Pv), Just(DomainKind::Pvh)],
+            prop_oneof![
+                Just(DomainKind::Pv),
+                Just(DomainKind::Pvh),
+                Just(DomainKind::Hvm)
+            ],
             any::<bool>(),
         )
             .prop_map(

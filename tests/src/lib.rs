@@ -29,6 +29,12 @@ pub fn pvguest_image() -> PathBuf {
     images::for_tests(Image::Pvguest).unwrap_or_else(|e| panic!("no pvguest image: {e}"))
 }
 
+/// The test boot sector (a flat 512-byte image): `XTASK_IMAGE_BOOTSECTOR` when
+/// `cargo xtask test` set it, else built once.
+pub fn bootsector_image() -> PathBuf {
+    images::for_tests(Image::BootSector).unwrap_or_else(|e| panic!("no boot sector image: {e}"))
+}
+
 /// A QEMU boot of hv on `machine` with the test time limit.
 pub fn qemu(machine: Machine) -> BootSpec {
     BootSpec {

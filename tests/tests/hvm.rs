@@ -1,20 +1,33 @@
-//! HVM (PVH) guests on hv's VMX backend, under Bochs (VT-x with EPT and unrestricted guest):
-//! the pvguest image started at its PHYS32 entry passes its PVH selftest through `vmcall`
+//! HVM guests on hv's VMX backend, under Bochs (VT-x with EPT and unrestricted guest): the
+//! pvguest image started at its PHYS32 entry passes its PVH selftest through `vmcall`
 //! hypercalls, an HVM guest that triple-faults is crashed while a PV domain keeps running,
-//! and an HVM and a PV domain exchange events (the HVM side through its callback vector) and
-//! grants (the HVM side granting its guest frames).
+//! an HVM and a PV domain exchange events (the HVM side through its callback vector) and
+//! grants (the HVM side granting its guest frames), and the test boot sector (`bootsector/`)
+//! prints through the emulated COM1 in real mode, again after switching to protected mode,
+//! and again after an MMIO load under 32-bit paging (which hv emulates by walking the
+//! guest's page tables), then halts, which powers its domain off.
 
 use hv_tests::{
     assert_checks_passed, assert_frames_balance, assert_guest_line, assert_pingpong,
-    assert_power_off, assert_selftest_passed, bochs, boot, guest_lines, hv_line, pvguest_image,
-    TempDir, GRANTER_CHECKS, MAPPER_CHECKS,
+    assert_power_off, assert_selftest_passed, bochs, boot, bootsector_image, guest_lines, hv_line,
+    pvguest_image, TempDir, GRANTER_CHECKS, MAPPER_CHECKS,
 };
 use xtask::runner::RunReport;
 
-/// Boots hv under Bochs with the domains of `toml` (pvguest is `KERNEL` in it).
+/// What the test boot sector prints, in order (see `bootsector/src/main.rs`).
+const SECTOR_LINES: [&str; 3] = [
+    "boot sector: real mode, hello from 0x7c00",
+    "boot sector: 32-bit protected mode, CR0.PE set",
+    "boot sector: 32-bit paging, MMIO load read all ones",
+];
+
+/// Boots hv under Bochs with the domains of `toml` (pvguest is `KERNEL` in it, the test boot
+/// sector `SECTOR`).
 fn boot_bochs(dir: &TempDir, toml: &str) -> RunReport {
-    let kernel = pvguest_image();
-    let toml = toml.replace("KERNEL", &format!("'{}'", kernel.display()));
+    let mut toml = toml.replace("KERNEL", &format!("'{}'", pvguest_image().display()));
+    if toml.contains("SECTOR") {
+        toml = toml.replace("SECTOR", &format!("'{}'", bootsector_image().display()));
+    }
     let config = dir.path().join("domains.toml");
     std::fs::write(&config, toml).expect("write config");
     let bundle = xtask::bundle::from_config_file(&config, &dir.path().join("bundle.bin"))
@@ -99,4 +112,54 @@ fn an_hvm_domain_grants_pages_to_a_pv_domain() {
     assert_checks_passed(&report, 1, "grant", &MAPPER_CHECKS);
     assert_frames_balance(&report);
     assert_power_off(&report, 0);
+}
+
+#[test]
+fn boot_sector_prints_in_real_and_protected_mode() {
+    let dir = TempDir::new("hvm-boot-sector").expect("temp dir");
+    let report = boot_bochs(
+        &dir,
+        "[[domain]]\nname = \"sector\"\ntype = \"hvm\"\nkernel = SECTOR\nmemory = \"1M\"\n",
+    );
+    hv_line(
+        &report,
+        "d0: built HVM: 512-byte boot sector at 0x7c00, real mode",
+    );
+    assert_eq!(
+        guest_lines(&report, 0),
+        SECTOR_LINES,
+        "the boot sector's lines\n{}",
+        report.describe()
+    );
+    hv_line(&report, "d0: vCPU 0 halted with interrupts off");
+    hv_line(&report, "d0: shut down (Poweroff)");
+    assert_frames_balance(&report);
+    assert_power_off(&report, 0);
+}
+
+#[test]
+fn a_bad_boot_sector_skips_only_that_domain() {
+    let dir = TempDir::new("hvm-bad-boot-sector").expect("temp dir");
+    // 512 bytes without the 0x55 0xaa signature.
+    std::fs::write(dir.path().join("blank.bin"), [0u8; 512]).expect("write blank sector");
+    let report = boot_bochs(
+        &dir,
+        "[[domain]]\nname = \"blank\"\ntype = \"hvm\"\nkernel = \"blank.bin\"\nmemory = \"1M\"\n\n\
+         [[domain]]\nname = \"sector\"\ntype = \"hvm\"\nkernel = SECTOR\nmemory = \"1M\"\n",
+    );
+    hv_line(
+        &report,
+        "d0 (blank) not built: kernel: not a boot sector: no 0x55 0xaa signature",
+    );
+    assert!(guest_lines(&report, 0).is_empty(), "{}", report.describe());
+    assert_eq!(
+        guest_lines(&report, 1),
+        SECTOR_LINES,
+        "{}",
+        report.describe()
+    );
+    hv_line(&report, "d1: shut down (Poweroff)");
+    assert_frames_balance(&report);
+    // A domain that could not be built makes the run a failure; hv still powers off.
+    assert_power_off(&report, 1);
 }

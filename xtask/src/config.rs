@@ -12,7 +12,7 @@
 //! memory = "32M"          # "65536K", "32M", "1G", or an integer number of MiB
 //! max_memory = "64M"      # optional, default: memory
 //! vcpus = 1               # optional, default 1
-//! type = "pv"             # "pv" (default) or "pvh"
+//! type = "pv"             # "pv" (default), "pvh", or "hvm" (kernel: a raw boot sector)
 //! privileged = true       # optional, default false: the control domain
 //! module = "initrd.img"   # optional, relative like kernel
 //! ```
@@ -82,6 +82,7 @@ enum RawKind {
     #[default]
     Pv,
     Pvh,
+    Hvm,
 }
 
 /// A memory size in KiB, written as `"65536K"`, `"32M"`, `"1G"` or an integer number of MiB.
@@ -166,6 +167,7 @@ pub fn load(path: &Path) -> Result<Config, String> {
             kind: match d.kind {
                 RawKind::Pv => DomainKind::Pv,
                 RawKind::Pvh => DomainKind::Pvh,
+                RawKind::Hvm => DomainKind::Hvm,
             },
             privileged: d.privileged,
         })
@@ -223,7 +225,7 @@ fn line_column(text: &str, offset: usize) -> String {
     format!(":{line}:{column}")
 }
 
-/// The config for `cargo xtask run --kernel ELF`: one privileged PV domain named "dom0".
+/// The config for `cargo xtask run --kernel ELF`: one privileged domain of `kind` named "dom0".
 /// It is checked when it becomes a bundle; errors then start with the kernel's path.
 pub fn single_kernel(kernel: &Path, cmdline: &str, memory_kib: u64, kind: DomainKind) -> Config {
     Config {
@@ -359,6 +361,12 @@ name = "guest"
 kernel = "{}"
 memory = "65536K"
 type = "pvh"
+
+[[domain]]
+name = "sector"
+kernel = "k.elf"
+memory = 1
+type = "hvm"
 "#,
             absolute.display()
         );
@@ -386,6 +394,17 @@ type = "pvh"
                     max_memory_kib: 64 * 1024,
                     vcpus: 1,
                     kind: DomainKind::Pvh,
+                    privileged: false,
+                },
+                DomainConfig {
+                    name: "sector".into(),
+                    kernel: dir.0.join("k.elf"),
+                    module: None,
+                    cmdline: String::new(),
+                    memory_kib: 1024,
+                    max_memory_kib: 1024,
+                    vcpus: 1,
+                    kind: DomainKind::Hvm,
                     privileged: false,
                 },
             ]
@@ -440,8 +459,8 @@ type = "pvh"
                 "memory size -1 MiB is out of range",
             ),
             (
-                format!("{MINIMAL}type = \"hvm\"\n"),
-                "unknown variant `hvm`",
+                format!("{MINIMAL}type = \"vmx\"\n"),
+                "unknown variant `vmx`",
             ),
             (
                 MINIMAL.replace("name = \"d\"\n", ""),

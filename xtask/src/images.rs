@@ -1,4 +1,5 @@
-//! Building the bootable images (bare-metal ELFs) with cargo, and finding them for the boot tests.
+//! Building the bootable images (bare-metal ELFs, and the flat test boot sector) with cargo,
+//! and finding them for the boot tests.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -17,17 +18,20 @@ pub enum Image {
     Hv,
     /// The guest kernel.
     Pvguest,
+    /// The test boot sector for `type = "hvm"` domains: a flat 512-byte image, not an ELF.
+    BootSector,
 }
 
 impl Image {
     /// Every image, in build order.
-    pub const ALL: &'static [Image] = &[Image::Hv, Image::Pvguest];
+    pub const ALL: &'static [Image] = &[Image::Hv, Image::Pvguest, Image::BootSector];
 
     /// The workspace package (and binary) name.
     pub fn package(self) -> &'static str {
         match self {
             Image::Hv => "hv",
             Image::Pvguest => "pvguest",
+            Image::BootSector => "bootsector",
         }
     }
 
@@ -43,7 +47,7 @@ impl Image {
     }
 }
 
-/// Builds `image` into `target_dir` and returns the path of the ELF.
+/// Builds `image` into `target_dir` and returns the path of the image.
 pub fn build(image: Image, target_dir: &Path) -> Result<PathBuf, String> {
     let status = Command::new(paths::cargo())
         .current_dir(paths::workspace_root())

@@ -21,8 +21,9 @@ commands:
               --config FILE        boot the domains of a TOML config
               --kernel ELF         boot one domain from ELF (instead of --config)
               --cmdline S          that domain's command line
-              --type pv|pvh        that domain's type (default: PVH for an image with
-                                   only Xen's PHYS32_ENTRY note, else PV)
+              --type pv|pvh|hvm    that domain's type (default: PVH for an image with
+                                   only Xen's PHYS32_ENTRY note, HVM for a boot sector,
+                                   else PV; hvm: a raw boot sector run in real mode)
               --hv-cmdline S       hv's command line
               --emulator E         qemu (default) or bochs
               --machine M          QEMU machine: microvm (default) or q35
@@ -203,8 +204,9 @@ impl RunArgs {
                     kind = Some(match parser.value()?.string()?.as_str() {
                         "pv" => DomainKind::Pv,
                         "pvh" => DomainKind::Pvh,
+                        "hvm" => DomainKind::Hvm,
                         other => {
-                            return Err(Failure::Usage(format!("--type {other:?}: pv or pvh")))
+                            return Err(Failure::Usage(format!("--type {other:?}: pv, pvh or hvm")))
                         }
                     })
                 }
@@ -374,8 +376,8 @@ const STEPS: &[(&str, Step)] = &[
             "warnings",
         ]),
     ),
-    // `--workspace` checks hv and pvguest for the host, where their bare-metal modules are
-    // compiled out; this pass lints them as they are built.
+    // `--workspace` checks hv, pvguest and bootsector for the host, where their bare-metal
+    // code is compiled out; this pass lints them as they are built.
     (
         "clippy (x86_64-unknown-none)",
         Step::Cargo(&[
@@ -384,6 +386,8 @@ const STEPS: &[(&str, Step)] = &[
             "hv",
             "-p",
             "pvguest",
+            "-p",
+            "bootsector",
             "--target",
             "x86_64-unknown-none",
             "--",
@@ -486,7 +490,16 @@ mod tests {
                 ..
             }
         ));
-        let mut parser = lexopt::Parser::from_args(["--kernel", "g.elf", "--type", "hvm"]);
+        let mut parser = lexopt::Parser::from_args(["--kernel", "boot.bin", "--type", "hvm"]);
+        let args = RunArgs::parse(&mut parser).ok().expect("parses");
+        assert!(matches!(
+            args.domains,
+            Domains::Kernel {
+                kind: Some(DomainKind::Hvm),
+                ..
+            }
+        ));
+        let mut parser = lexopt::Parser::from_args(["--kernel", "g.elf", "--type", "vmx"]);
         assert!(RunArgs::parse(&mut parser).is_err());
         let mut parser = lexopt::Parser::from_args(["--type", "pv"]);
         assert!(

@@ -94,6 +94,31 @@ pub enum BuildError {
     BootSectorSignature,
 }
 
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::NoPhys32Entry => write!(f, "the image has no XEN_ELFNOTE_PHYS32_ENTRY"),
+            Self::NoMemory => write!(f, "the domain has no memory"),
+            Self::TooManySpecialPages => {
+                write!(f, "more than {MAX_SPECIAL_PAGES} special pages")
+            }
+            Self::SegmentOutsideRam(at) => write!(f, "a segment at {at:#x} is outside RAM"),
+            Self::EntryOutsideImage(at) => {
+                write!(f, "the entry point {at:#x} is outside the image")
+            }
+            Self::NoRoom => write!(f, "no room for the module and hvm_start_info"),
+            Self::PageMissing(gfn) => write!(f, "guest frame {:#x} is not backed", gfn.0),
+            Self::BootSectorSize(len) => write!(
+                f,
+                "not a boot sector: {len} bytes (at least 512, and it must end below {CONVENTIONAL_END:#x} when loaded at {BOOT_SECTOR_ADDR:#x})"
+            ),
+            Self::BootSectorSignature => {
+                write!(f, "not a boot sector: no 0x55 0xaa signature at bytes 510-511")
+            }
+        }
+    }
+}
+
 /// What a region of the guest-physical map holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionKind {
@@ -599,22 +624,32 @@ pub fn pvh_start_state(entry: u32, start_info: u32) -> VcpuStartState {
     }
 }
 
-/// Loads a boot sector (512 bytes or more, signature 0x55 0xaa at 510-511) at 0x7c00 and
-/// returns the state a BIOS leaves for it: real mode, CS:IP = 0:0x7c00, all segments 0,
-/// SS:SP = 0:0x7c00, DL = 0x80 (the first hard disk), IDTR covering the real-mode vector
-/// table (base 0, limit 0x3ff), interrupts off.
-pub fn build_real_mode(
-    mem: &mut impl GuestPhysMemory,
-    memmap: &GuestMemmap,
-    image: &[u8],
-) -> Result<VcpuStartState, BuildError> {
-    let end = BOOT_SECTOR_ADDR + image.len() as u64;
+/// Checks that `image` is a boot sector [`build_real_mode`] can load: at least 512 bytes,
+/// ending below [`CONVENTIONAL_END`] at [`BOOT_SECTOR_ADDR`], with the 0x55 0xaa signature at
+/// bytes 510-511.
+pub fn check_boot_sector(image: &[u8]) -> Result<(), BuildError> {
+    let end = BOOT_SECTOR_ADDR.saturating_add(image.len() as u64);
     if image.len() < 512 || end > CONVENTIONAL_END {
         return Err(BuildError::BootSectorSize(image.len()));
     }
     if image.get(510..512) != Some(&[0x55, 0xaa][..]) {
         return Err(BuildError::BootSectorSignature);
     }
+    Ok(())
+}
+
+/// Loads a boot sector (as [`check_boot_sector`] requires; all of it, where a BIOS would read
+/// only the first 512 bytes) at 0x7c00 and returns the state a BIOS leaves for it: real mode,
+/// CS:IP = 0:0x7c00, all segments 0, SS:SP = 0:0x7c00, DL = 0x80 (the first hard disk), IDTR
+/// covering the real-mode vector table (base 0, limit 0x3ff), interrupts off. No BIOS is
+/// loaded: the vector table is zeroed memory and `int` services do not exist.
+pub fn build_real_mode(
+    mem: &mut impl GuestPhysMemory,
+    memmap: &GuestMemmap,
+    image: &[u8],
+) -> Result<VcpuStartState, BuildError> {
+    check_boot_sector(image)?;
+    let end = BOOT_SECTOR_ADDR + image.len() as u64;
     if !memmap.is_ram(BOOT_SECTOR_ADDR, end) {
         return Err(BuildError::SegmentOutsideRam(BOOT_SECTOR_ADDR));
     }
@@ -1018,11 +1053,22 @@ mod tests {
             crate::hvm::CpuMode::Bits16
         );
 
+        assert_eq!(check_boot_sector(&sector), Ok(()));
         sector[511] = 0;
         assert_eq!(
             build_real_mode(&mut mem, &map, &sector),
             Err(BuildError::BootSectorSignature)
         );
+        assert_eq!(
+            check_boot_sector(&sector),
+            Err(BuildError::BootSectorSignature)
+        );
+        assert!(BuildError::BootSectorSignature
+            .to_string()
+            .contains("no 0x55 0xaa signature"));
+        assert!(BuildError::BootSectorSize(100)
+            .to_string()
+            .contains("100 bytes"));
         assert_eq!(
             build_real_mode(&mut mem, &map, &[0; 100]),
             Err(BuildError::BootSectorSize(100))

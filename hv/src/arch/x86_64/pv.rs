@@ -271,9 +271,13 @@ pub fn build_domain(
             hypercall_abi::xen::XEN_LEGACY_MAX_VCPUS
         )));
     }
-    if spec.kind == DomainKind::Pvh {
-        let dom = super::vmx::build_pvh_domain(id, spec).map_err(BuildFailure)?;
-        RUNTIME.lock().domains.push(dom);
+    let hvm = match spec.kind {
+        DomainKind::Pv => None,
+        DomainKind::Pvh => Some(super::vmx::build_pvh_domain(id, spec)),
+        DomainKind::Hvm => Some(super::vmx::build_boot_sector_domain(id, spec)),
+    };
+    if let Some(built) = hvm {
+        RUNTIME.lock().domains.push(built.map_err(BuildFailure)?);
         return Ok(());
     }
     let image =

@@ -1,7 +1,8 @@
-//! VT-x: the VMX backend for HVM (PVH) domains.
+//! VT-x: the VMX backend for HVM domains (PVH kernels, and boot sectors started in real mode).
 //!
 //! What it owns: detection and VMXON on the CPU ([`enable`], lazily, when the first HVM
-//! domain is built), each HVM domain's EPT and each vCPU's VMCS ([`build_pvh_domain`]),
+//! domain is built), each HVM domain's EPT and each vCPU's VMCS ([`build_pvh_domain`] for a
+//! PVH kernel, [`build_boot_sector_domain`] for a boot sector started in real mode),
 //! running an HVM vCPU until an exit needs the scheduler ([`run_vcpu`]), and tearing the
 //! hardware state down ([`destroy_domain`]). The decisions are the portable ones in
 //! [`crate::hvm`]; this module moves state in and out of the VMCS.
@@ -15,13 +16,18 @@
 //!
 //! Limits of this first version (each refused or crashes the domain, never hv):
 //! - one vCPU per HVM domain, on the one CPU hv runs on;
-//! - guest pointers in hypercalls are translated ([`crate::hvm::guest_walk`]) when the guest
-//!   runs unpaged or with 4-level (long-mode) paging; 32-bit and PAE paging guests get
-//!   `EFAULT`, and PAE paging without long mode has no PDPTE loading yet;
+//! - guest pointers in hypercalls and fetched instructions are translated
+//!   ([`crate::hvm::guest_walk`]) unpaged and with 32-bit, PAE and 4-level paging; 5-level
+//!   paging gets `EFAULT`; in PAE paging outside long mode the PDPTEs are loaded into the
+//!   VMCS after CR0/CR3/CR4 writes (the processor takes them from there under EPT);
 //! - string I/O (`ins`/`outs`) is not emulated;
 //! - the only interrupt injected is the event-channel callback vector
 //!   (`HVM_PARAM_CALLBACK_IRQ`, [`hvm::upcall_action`]); there is no emulated local APIC,
-//!   IOAPIC or PIC, and `hlt` blocks until an event is pending;
+//!   IOAPIC or PIC; `hlt` blocks until an event is pending, and `hlt` with interrupts off
+//!   (RFLAGS.IF clear) powers the domain off, as Xen does when every vCPU of an HVM domain
+//!   is down;
+//! - a boot sector gets no BIOS: the real-mode vector table is zeroed memory, so `int 0x10`,
+//!   `int 0x13` and the like jump to address 0; it prints through COM1 or port 0xe9;
 //! - `XENMEM_add_to_physmap` (shared info and grant-table frames) is handled here, since
 //!   it changes the EPT; hypercalls that only make sense for PV guests return `ENOSYS`.
 
@@ -35,6 +41,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::errno::Errno;
 use hypercall_abi::memory::{MemoryOp, XenAddToPhysmap, XenMapSpace, XENMAPIDX_GRANT_TABLE_STATUS};
+use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::{Hypercall, SharedInfo, DOMID_SELF, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use log::{error, info, warn};
 use spin::Mutex;
@@ -55,14 +62,17 @@ use crate::hvm::exit::{
     BasicExitReason, CrAccessType, EntryFailure, EptViolation, ExitReason, InterruptionInfo,
     InterruptionType, IoQualification,
 };
+use crate::hvm::guest_walk::Access;
 use crate::hvm::msr::{fill_hypercall_page, HvmMsrs, HypercallInsn, MsrWrite};
 use crate::hvm::pvh_build::{
-    build_pvh, GuestMemmap, GuestPhysMemory, PvhKernel, PvhParams, RegionKind, LOW_RAM_END,
-    PAGE_BYTES,
+    build_pvh, build_real_mode, check_boot_sector, GuestMemmap, GuestPhysMemory, PvhKernel,
+    PvhParams, RegionKind, BOOT_SECTOR_ADDR, LOW_RAM_END, PAGE_BYTES,
 };
 use crate::hvm::uart::{Uart16550, COM1_BASE};
 use crate::hvm::vmcs::{self, control, exit_info, guest, EntryControls, PrimaryProcBased};
-use crate::hvm::{self, CpuMode, Direction, Event, Exit, Gfn, Gpr, Gprs, SegmentAttrs};
+use crate::hvm::{
+    self, CpuMode, Direction, Event, Exit, Gfn, Gpr, Gprs, SegmentAttrs, VcpuStartState,
+};
 use crate::hypercall::{self, Ctx, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
 use crate::mm::{Mfn, Owner, PAGE_SIZE};
@@ -188,6 +198,7 @@ const CR4_VMXE: u64 = 1 << 13;
 const CR0_PE: u64 = 1;
 const CR0_TS: u64 = 1 << 3;
 const EFER_LMA: u64 = 1 << 10;
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// Turns VMX operation on (once): CPUID and IA32_FEATURE_CONTROL checks, the capability
 /// MSRs, CR0/CR4 fixed bits, VMXON.
@@ -366,6 +377,7 @@ struct HvmGuestMem {
     phys: GuestPhys,
     cr0: u64,
     cr3: u64,
+    cr4: u64,
     efer: u64,
 }
 
@@ -377,21 +389,23 @@ impl crate::hvm::guest_walk::GuestPhysRead for GuestPhys {
 
 impl HvmGuestMem {
     /// The guest-physical address of `gva`, walked by [`crate::hvm::guest_walk`].
-    fn translate(&self, gva: u64, write: bool) -> Option<u64> {
+    fn translate(&self, gva: u64, access: Access) -> Option<u64> {
         let st = crate::hvm::guest_walk::PagingState {
             cr0: self.cr0,
             cr3: self.cr3,
+            cr4: self.cr4,
             efer: self.efer,
         };
-        crate::hvm::guest_walk::translate(&self.phys, &st, gva, write).ok()
+        crate::hvm::guest_walk::walk(&self.phys, &st, gva, access).ok()
     }
 
-    fn copy(&self, gva: u64, buf: &mut [u8], write: bool) -> Result<(), guest_access::Fault> {
+    fn copy(&self, gva: u64, buf: &mut [u8], access: Access) -> Result<(), guest_access::Fault> {
+        let write = access == Access::Write;
         let mut done = 0;
         while done < buf.len() {
             let va = gva.checked_add(done as u64).ok_or(guest_access::Fault)?;
             let n = (buf.len() - done).min((PAGE_SIZE - va % PAGE_SIZE) as usize);
-            let gpa = self.translate(va, write).ok_or(guest_access::Fault)?;
+            let gpa = self.translate(va, access).ok_or(guest_access::Fault)?;
             self.phys.copy(gpa, &mut buf[done..done + n], write)?;
             done += n;
         }
@@ -401,12 +415,12 @@ impl HvmGuestMem {
 
 impl GuestMem for HvmGuestMem {
     fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), guest_access::Fault> {
-        self.copy(gva, buf, false)
+        self.copy(gva, buf, Access::Read)
     }
     fn write(&mut self, gva: u64, buf: &[u8]) -> Result<(), guest_access::Fault> {
         let mut tmp = Vec::new();
         tmp.extend_from_slice(buf);
-        self.copy(gva, &mut tmp, true)
+        self.copy(gva, &mut tmp, Access::Write)
     }
 }
 
@@ -493,21 +507,69 @@ impl GuestPhysMemory for BuildPages<'_> {
     }
 }
 
-/// Builds PVH domain `id` (memory, EPT, `hvm_start_info`, VMCS). The caller queues the
-/// returned domain; on failure every frame taken so far belongs to `id` and the caller's
-/// teardown (or the ownership check at the end) returns it.
+/// Builds PVH domain `id` from its ELF image's `PHYS32_ENTRY` (see [`build_hvm_domain`]).
 pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
+    let image = XenImage::parse(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
+    let kernel = PvhKernel::from_image(&image).map_err(|e| fail(format_args!("{e}")))?;
+    let flags = if spec.privileged {
+        SIF_PRIVILEGED | SIF_INITDOMAIN
+    } else {
+        0
+    };
+    let params = PvhParams {
+        flags,
+        cmdline: spec.cmdline,
+        module: spec.module,
+    };
+    build_hvm_domain(id, spec, |mem, memmap| {
+        let (layout, start) = build_pvh(mem, memmap, &kernel, &params)
+            .map_err(|e| fail(format_args!("building: {e}")))?;
+        let what = alloc::format!(
+            "PVH: entry {:#x}, hvm_start_info {:#x}",
+            start.rip,
+            layout.start_info
+        );
+        Ok((start, what))
+    })
+}
+
+/// Builds HVM domain `id` from a boot sector, started in real mode at 0x7c00 with no BIOS
+/// (see [`build_hvm_domain`] and [`build_real_mode`]).
+pub fn build_boot_sector_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
+    check_boot_sector(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
+    if spec.module.is_some() || !spec.cmdline.is_empty() {
+        warn!("d{id}: a boot sector gets no command line or module: ignoring them");
+    }
+    build_hvm_domain(id, spec, |mem, memmap| {
+        let start = build_real_mode(mem, memmap, spec.kernel)
+            .map_err(|e| fail(format_args!("building: {e}")))?;
+        let what = alloc::format!(
+            "HVM: {}-byte boot sector at {BOOT_SECTOR_ADDR:#x}, real mode",
+            spec.kernel.len()
+        );
+        Ok((start, what))
+    })
+}
+
+/// Builds HVM domain `id`: its memory (the PC map of [`GuestMemmap::pc`]), EPT and shared-info
+/// page, then `load` puts the guest's image in that memory and returns the boot vCPU's state
+/// and a description for the log line, and the VMCS is set up from that state. The caller
+/// queues the returned domain; on failure every frame taken so far belongs to `id` and the
+/// caller's teardown (or the ownership check at the end) returns it.
+fn build_hvm_domain(
+    id: u16,
+    spec: &DomainSpec<'_>,
+    load: impl FnOnce(&mut BuildPages<'_>, &GuestMemmap) -> Result<(VcpuStartState, String), String>,
+) -> Result<Domain, String> {
     enable()?;
     if spec.vcpus != 1 {
         return Err(fail(format_args!(
-            "PVH domains have exactly one vCPU in this version (asked for {})",
+            "HVM domains have exactly one vCPU in this version (asked for {})",
             spec.vcpus
         )));
     }
-    let image = XenImage::parse(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
-    let kernel = PvhKernel::from_image(&image).map_err(|e| fail(format_args!("{e:?}")))?;
     let nr_pages = spec.memory_kib / 4;
-    let memmap = GuestMemmap::pc(nr_pages, 0).map_err(|e| fail(format_args!("{e:?}")))?;
+    let memmap = GuestMemmap::pc(nr_pages, 0).map_err(|e| fail(format_args!("{e}")))?;
     let ram_end = memmap
         .regions()
         .iter()
@@ -517,7 +579,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         .unwrap_or(0);
     if ram_end > LOW_RAM_END {
         return Err(fail(format_args!(
-            "PVH domains are limited to {} MiB in this version",
+            "HVM domains are limited to {} MiB in this version",
             LOW_RAM_END >> 20
         )));
     }
@@ -570,18 +632,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
     for v in shared.vcpu_info.iter_mut() {
         v.evtchn_upcall_mask = 1;
     }
-    let flags = if spec.privileged {
-        SIF_PRIVILEGED | SIF_INITDOMAIN
-    } else {
-        0
-    };
-    let params = PvhParams {
-        flags,
-        cmdline: spec.cmdline,
-        module: spec.module,
-    };
-    let (layout, start_state) = build_pvh(&mut BuildPages { p2m: &p2m }, &memmap, &kernel, &params)
-        .map_err(|e| fail(format_args!("building: {e:?}")))?;
+    let (start_state, what) = load(&mut BuildPages { p2m: &p2m }, &memmap)?;
 
     let vmcs_mfn = EptFrames { domid: id }
         .alloc_table()
@@ -652,9 +703,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         }],
     });
     info!(
-        "d{id}: built PVH: {nr_pages} pages, entry {:#x}, hvm_start_info {:#x}, EPTP {:#x}",
-        start_state.rip,
-        layout.start_info,
+        "d{id}: built {what}, {nr_pages} pages, EPTP {:#x}",
         ept.eptp()
     );
     Ok(dom)
@@ -1059,6 +1108,13 @@ fn handle_exit(
         }
         Exit::Hlt => {
             skip_instruction();
+            if rd(guest::RFLAGS) & RFLAGS_IF == 0 {
+                // Nothing can wake it (hv sends HVM guests no NMI or INIT): as in Xen, a vCPU
+                // halted with interrupts off is down, and a domain with every vCPU down
+                // powers off.
+                info!("d{domid}: vCPU 0 halted with interrupts off: powering the domain off");
+                return Step::Out(Outcome::Shutdown(ShutdownReason::Poweroff));
+            }
             dom.vcpus[0].state = VcpuState::Blocked;
             Step::Out(Outcome::Block)
         }
@@ -1186,12 +1242,13 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
         phys,
         cr0: rd(control::CR0_READ_SHADOW),
         cr3: rd(guest::CR3),
+        cr4: rd(control::CR4_READ_SHADOW),
         efer: rd(guest::IA32_EFER),
     };
     let linear = rd(guest::CS_BASE).wrapping_add(rd(guest::RIP));
     (0..=buf.len())
         .rev()
-        .find(|&n| mem.copy(linear, &mut buf[..n], false).is_ok())
+        .find(|&n| mem.copy(linear, &mut buf[..n], Access::Fetch).is_ok())
         .unwrap_or(0)
 }
 
@@ -1319,6 +1376,7 @@ fn hypercall_exit(
         phys: GuestPhys { ept, domid: dom.id },
         cr0: rd(control::CR0_READ_SHADOW),
         cr3: rd(guest::CR3),
+        cr4: rd(control::CR4_READ_SHADOW),
         efer: rd(guest::IA32_EFER),
     };
     let nr = regs.rax;
