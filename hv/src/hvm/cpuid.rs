@@ -8,10 +8,14 @@
 //!   thermal/performance-monitoring features whose MSRs would #GP (DS, ACPI thermal, TM,
 //!   TM2, PBE, EST, PDCM, DTES64, DS-CPL, leaf 0xA), TSC_ADJUST and the speculation-control
 //!   and capability MSRs of leaf 7 EDX, and the instructions that #UD in a guest unless a
-//!   VM-execution control enables them ([`CpuidConfig`]): RDTSCP, INVPCID, XSAVES,
-//!   UMWAIT/TPAUSE;
+//!   VM-execution control enables them ([`CpuidConfig`]): RDTSCP, INVPCID, UMWAIT/TPAUSE;
+//! - XSAVE and everything whose state lives only in XSAVE areas (AVX, FMA, F16C, AVX2,
+//!   AVX-512, leaf 0xD): hv switches FPU state between domains with FXSAVE, which keeps
+//!   x87 and SSE only, and does not switch XCR0; a guest that saw XSAVE could leave its YMM
+//!   state to the next domain. Guests use FXSAVE/FXRSTOR and SSE. (CR4.OSXSAVE is refused
+//!   to match, see [`super::msr`].)
 //! - CPUID.1:ECX bit 31 ("running on a hypervisor") is set;
-//! - the OS-controlled bits OSXSAVE and OSPKE reflect the guest's CR4, not hv's;
+//! - the OS-controlled bit OSPKE reflects the guest's CR4, not hv's;
 //! - Xen's leaves appear at 0x40000000: the signature "XenVMMXenVMM", version 4.17, one
 //!   hypercall page through MSR 0x40000000 (leaf +2), and the vCPU and domain ids
 //!   (leaf +4); every other leaf in 0x40000000..0x40010000 is zero, so a guest scanning in
@@ -36,9 +40,13 @@ mod leaf1_ecx {
     pub const EST: u32 = 1 << 7;
     pub const TM2: u32 = 1 << 8;
     pub const PDCM: u32 = 1 << 15;
+    pub const FMA: u32 = 1 << 12;
     pub const X2APIC: u32 = 1 << 21;
     pub const TSC_DEADLINE: u32 = 1 << 24;
+    pub const XSAVE: u32 = 1 << 26;
     pub const OSXSAVE: u32 = 1 << 27;
+    pub const AVX: u32 = 1 << 28;
+    pub const F16C: u32 = 1 << 29;
     pub const HYPERVISOR: u32 = 1 << 31;
 }
 
@@ -57,6 +65,16 @@ mod leaf1_edx {
 mod leaf7 {
     pub const EBX_TSC_ADJUST: u32 = 1 << 1;
     pub const EBX_INVPCID: u32 = 1 << 10;
+    /// AVX2 and the AVX-512 families (F, DQ, IFMA, PF, ER, CD, BW, VL).
+    pub const EBX_XSAVE_STATE: u32 = 1 << 5 | 0xdc23_0000;
+    /// AVX512_VBMI, AVX512_VBMI2, VAES and VPCLMULQDQ (VEX/EVEX forms), AVX512_VNNI,
+    /// AVX512_BITALG, AVX512_VPOPCNTDQ.
+    pub const ECX_XSAVE_STATE: u32 =
+        1 << 1 | 1 << 6 | 1 << 9 | 1 << 10 | 1 << 11 | 1 << 12 | 1 << 14;
+    /// AVX512_4VNNIW, AVX512_4FMAPS, AVX512_VP2INTERSECT, AMX-BF16, AVX512_FP16, AMX-TILE,
+    /// AMX-INT8.
+    pub const EDX_XSAVE_STATE: u32 =
+        1 << 2 | 1 << 3 | 1 << 8 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25;
     pub const ECX_WAITPKG: u32 = 1 << 5;
     pub const ECX_OSPKE: u32 = 1 << 4;
     /// IBRS/IBPB, STIBP, L1D_FLUSH, ARCH_CAPABILITIES, CORE_CAPABILITIES, SSBD.
@@ -64,26 +82,21 @@ mod leaf7 {
 }
 
 /// CR4 bits that CPUID reflects.
-const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
 
 /// CPUID.0x80000001 bits.
 const EXT1_ECX_SVM: u32 = 1 << 2;
 const EXT1_EDX_RDTSCP: u32 = 1 << 27;
-/// CPUID.(0xD,1):EAX bit 3: XSAVES/XRSTORS and IA32_XSS.
-const XSAVE1_EAX_XSAVES: u32 = 1 << 3;
 
 /// Which optional instructions the backend enabled for the guest (secondary controls
-/// "enable RDTSCP", "enable INVPCID", "enable XSAVES/XRSTORS", "enable user wait and
-/// pause"); hidden otherwise, because they #UD in the guest without them.
+/// "enable RDTSCP", "enable INVPCID", "enable user wait and pause"); hidden otherwise,
+/// because they #UD in the guest without them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CpuidConfig {
     /// RDTSCP works.
     pub rdtscp: bool,
     /// INVPCID works.
     pub invpcid: bool,
-    /// XSAVES/XRSTORS work (and IA32_XSS is handled).
-    pub xsaves: bool,
     /// UMWAIT/TPAUSE work.
     pub user_wait: bool,
 }
@@ -122,18 +135,22 @@ pub fn hvm_cpuid(
                 | e::PDCM
                 | e::X2APIC
                 | e::TSC_DEADLINE
-                | e::OSXSAVE);
-            if ctx.guest_cr4 & CR4_OSXSAVE != 0 {
-                c |= e::OSXSAVE;
-            }
+                | e::XSAVE
+                | e::OSXSAVE
+                | e::AVX
+                | e::FMA
+                | e::F16C);
             c |= e::HYPERVISOR;
             d &= !(x::MCE | x::APIC | x::MCA | x::DS | x::ACPI | x::TM | x::PBE);
         }
         // MONITOR/MWAIT, thermal and power, architectural performance monitoring: hidden
         // along with the features that announce them.
-        5 | 6 | 0xa => [a, b, c, d] = [0; 4],
+        // XSAVE's leaf goes with XSAVE.
+        5 | 6 | 0xa | 0xd => [a, b, c, d] = [0; 4],
         7 if subleaf == 0 => {
-            b &= !leaf7::EBX_TSC_ADJUST;
+            b &= !(leaf7::EBX_TSC_ADJUST | leaf7::EBX_XSAVE_STATE);
+            c &= !leaf7::ECX_XSAVE_STATE;
+            d &= !leaf7::EDX_XSAVE_STATE;
             if !config.invpcid {
                 b &= !leaf7::EBX_INVPCID;
             }
@@ -146,7 +163,6 @@ pub fn hvm_cpuid(
             }
             d &= !leaf7::EDX_MSR_FEATURES;
         }
-        0xd if subleaf == 1 && !config.xsaves => a &= !XSAVE1_EAX_XSAVES,
         0x8000_0001 => {
             c &= !EXT1_ECX_SVM;
             if !config.rdtscp {
@@ -205,14 +221,22 @@ mod tests {
         assert_eq!(d & (1 << 14), 0, "MCA visible");
         assert_ne!(d & (1 << 25), 0, "SSE lost");
         assert_ne!(d & (1 << 12), 0, "MTRR lost");
-        // OSXSAVE follows the guest's CR4, both ways.
-        assert_eq!(q(1, 0, [0, 0, 1 << 27, 0])[2] & (1 << 27), 0);
+        // XSAVE and the AVX family are hidden whatever the guest's CR4 says.
         let ctx = CpuidContext {
-            guest_cr4: CR4_OSXSAVE,
+            guest_cr4: 1 << 18,
             ..CTX
         };
-        let r = hvm_cpuid(1, 0, [0; 4], CpuidConfig::default(), ctx);
-        assert_ne!(r[2] & (1 << 27), 0);
+        let r = hvm_cpuid(1, 0, [u32::MAX; 4], CpuidConfig::default(), ctx);
+        for (bit, name) in [
+            (26, "XSAVE"),
+            (27, "OSXSAVE"),
+            (28, "AVX"),
+            (12, "FMA"),
+            (29, "F16C"),
+        ] {
+            assert_eq!(r[2] & (1 << bit), 0, "{name} visible");
+        }
+        assert_ne!(r[2] & (1 << 19), 0, "SSE4.1 lost");
         // SVM is hidden in the extended leaf.
         assert_eq!(q(0x8000_0001, 0, [0, 0, 0xffff_ffff, 0])[2] & (1 << 2), 0);
     }
@@ -223,22 +247,27 @@ mod tests {
         assert_eq!(q(0x8000_0001, 0, all)[3] & (1 << 27), 0);
         assert_eq!(q(7, 0, all)[1] & (1 << 10), 0);
         assert_eq!(q(7, 0, all)[2] & (1 << 5), 0);
-        assert_eq!(q(0xd, 1, all)[0] & (1 << 3), 0);
         let on = CpuidConfig {
             rdtscp: true,
             invpcid: true,
-            xsaves: true,
             user_wait: true,
         };
         assert_ne!(hvm_cpuid(0x8000_0001, 0, all, on, CTX)[3] & (1 << 27), 0);
         assert_ne!(hvm_cpuid(7, 0, all, on, CTX)[1] & (1 << 10), 0);
         assert_ne!(hvm_cpuid(7, 0, all, on, CTX)[2] & (1 << 5), 0);
-        assert_ne!(hvm_cpuid(0xd, 1, all, on, CTX)[0] & (1 << 3), 0);
-        // Leaf 7's other subleaves and leaf 0xD subleaf 0 pass through.
+        // Leaf 7's other subleaves pass through; XSAVE's leaf 0xD is gone.
         assert_eq!(q(7, 1, all), all);
-        assert_eq!(q(0xd, 0, all), all);
-        // The MSR-backed features of leaf 7 are hidden, the rest of EDX is kept.
-        assert_eq!(q(7, 0, all)[3], 0x03ff_ffff);
+        assert_eq!(q(0xd, 0, all), [0; 4]);
+        assert_eq!(hvm_cpuid(0xd, 1, all, on, CTX), [0; 4]);
+        // Leaf 7 loses AVX2 and AVX-512 but keeps BMI1/BMI2 (VEX on general registers) and
+        // SMEP; its MSR-backed and XSAVE-state features of EDX go, the rest is kept.
+        let [_, b, _, d] = q(7, 0, all);
+        assert_eq!(b & (1 << 5 | 1 << 16 | 1 << 31), 0, "AVX2 / AVX-512");
+        assert_eq!(b & (1 << 3 | 1 << 8 | 1 << 7), 1 << 3 | 1 << 8 | 1 << 7);
+        assert_eq!(
+            d,
+            0x03ff_ffff & !(1 << 2 | 1 << 3 | 1 << 8 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25)
+        );
         assert_eq!(q(7, 0, all)[2] & (1 << 4), 0, "OSPKE from the host");
         assert_eq!(q(0xa, 0, all), [0; 4]);
     }

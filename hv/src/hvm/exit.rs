@@ -196,6 +196,32 @@ numbered! {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExitReason(pub u32);
 
+impl BasicExitReason {
+    /// Exits of instructions an HVM guest is told it lacks (CPUID hides VMX, SMX, SGX and
+    /// the VM functions: hv offers no nested virtualisation): the guest gets the #UD the
+    /// instruction would raise on such a CPU (SDM Vol. 3C 26.1.2 lists them as always
+    /// exiting in VMX non-root operation), as Xen gives one without nested HVM.
+    pub const fn is_hidden_instruction(self) -> bool {
+        matches!(
+            self,
+            Self::Getsec
+                | Self::Vmclear
+                | Self::Vmlaunch
+                | Self::Vmptrld
+                | Self::Vmptrst
+                | Self::Vmread
+                | Self::Vmresume
+                | Self::Vmwrite
+                | Self::Vmxoff
+                | Self::Vmxon
+                | Self::Invept
+                | Self::Invvpid
+                | Self::Vmfunc
+                | Self::Encls
+        )
+    }
+}
+
 impl ExitReason {
     /// Bits 15:0.
     pub const fn basic_raw(self) -> u16 {
@@ -651,6 +677,24 @@ impl VmInstructionError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn vmx_instructions_are_hidden_ones() {
+        use super::BasicExitReason as R;
+        let hidden: Vec<u32> = R::ALL
+            .iter()
+            .filter(|r| r.is_hidden_instruction())
+            .map(|&r| r as u32)
+            .collect();
+        assert_eq!(
+            hidden,
+            [11, 19, 20, 21, 22, 23, 24, 25, 26, 27, 50, 53, 59, 60]
+        );
+        assert!(
+            !R::Vmcall.is_hidden_instruction(),
+            "vmcall is the hypercall"
+        );
+        assert!(!R::Cpuid.is_hidden_instruction());
+    }
     use super::*;
     use crate::hvm::Event;
 

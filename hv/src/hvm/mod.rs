@@ -357,6 +357,8 @@ pub enum Exit {
     Hlt,
     /// `vmcall` / `vmmcall`: a hypercall.
     Hypercall,
+    /// An instruction the guest's CPUID says it lacks (VMX, SMX, SGX): #UD.
+    HiddenInstruction,
     /// `rdmsr`; index in ECX.
     Rdmsr,
     /// `wrmsr`; index in ECX, value in EDX:EAX.

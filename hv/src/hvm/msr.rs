@@ -13,6 +13,7 @@
 //! | IA32_BIOS_SIGN_ID (0x8b) | 0 (no microcode revision) | ignored |
 //! | IA32_MTRRCAP (0xfe) | 0: no variable or fixed ranges, no WC | #GP |
 //! | IA32_MISC_ENABLE (0x1a0) | fast strings, BTS and PEBS unavailable | ignored |
+//! | IA32_DEBUGCTL (0x1d9) | 0 | 0 only (no LBR or BTF is virtualised) |
 //! | IA32_PAT (0x277) | kept | checked: every entry a valid type |
 //! | IA32_MTRR_DEF_TYPE (0x2ff) | E=1, type WB (`pvh.pandoc`: WB default, enabled) | checked |
 //! | Xen hypercall page (0x40000000) | #GP | page GPA: fill it ([`MsrWrite::HypercallPage`]) |
@@ -38,6 +39,8 @@ pub mod index {
     pub const FEATURE_CONTROL: u32 = 0x3a;
     /// IA32_BIOS_SIGN_ID.
     pub const BIOS_SIGN_ID: u32 = 0x8b;
+    /// IA32_DEBUGCTL.
+    pub const DEBUGCTL: u32 = 0x1d9;
     /// IA32_MTRRCAP.
     pub const MTRRCAP: u32 = 0xfe;
     /// IA32_SYSENTER_CS.
@@ -107,6 +110,8 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_VMXE: u64 = 1 << 13;
 const CR4_SMXE: u64 = 1 << 14;
+/// CR4.OSXSAVE: refused, as CPUID hides XSAVE from HVM guests (see [`super::cpuid`]).
+const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// IA32_MISC_ENABLE as guests read it: fast strings (0), BTS unavailable (11), PEBS
 /// unavailable (12).
@@ -173,7 +178,7 @@ impl HvmMsrs {
     pub fn rdmsr(&self, index: u32) -> Result<u64, GpFault> {
         use index::*;
         match index {
-            PLATFORM_ID | BIOS_SIGN_ID | MTRRCAP => Ok(0),
+            PLATFORM_ID | BIOS_SIGN_ID | MTRRCAP | DEBUGCTL => Ok(0),
             FEATURE_CONTROL => Ok(1),
             MISC_ENABLE => Ok(MISC_ENABLE_VALUE),
             PAT => Ok(self.pat),
@@ -188,6 +193,7 @@ impl HvmMsrs {
         use index::*;
         match index {
             BIOS_SIGN_ID | MISC_ENABLE => {}
+            DEBUGCTL if value == 0 => {}
             PAT => {
                 if !(0..8).all(|i| valid_pat_type((value >> (8 * i)) & 0xff)) {
                     return Err(GpFault);
@@ -249,11 +255,11 @@ impl HvmMsrs {
         Ok(())
     }
 
-    /// A guest write of CR4: PAE cannot be cleared in long mode, and VMX and SMX are hidden
-    /// from the guest (CPUID), so their enable bits fault.
+    /// A guest write of CR4: PAE cannot be cleared in long mode, and VMX, SMX and XSAVE are
+    /// hidden from the guest (CPUID), so their enable bits fault.
     pub fn check_cr4(&self, new: u64) -> Result<(), GpFault> {
         if new >> 32 != 0
-            || new & (CR4_VMXE | CR4_SMXE) != 0
+            || new & (CR4_VMXE | CR4_SMXE | CR4_OSXSAVE) != 0
             || (self.efer & efer::LMA != 0 && new & CR4_PAE == 0)
         {
             return Err(GpFault);
@@ -316,6 +322,7 @@ mod tests {
         assert_eq!(m.rdmsr(index::EFER), Ok(0));
         assert_eq!(m.rdmsr(index::PLATFORM_ID), Ok(0));
         assert_eq!(m.rdmsr(index::BIOS_SIGN_ID), Ok(0));
+        assert_eq!(m.rdmsr(index::DEBUGCTL), Ok(0));
         assert_eq!(m.rdmsr(XEN_HYPERCALL_MSR), Err(GpFault));
         for unknown in [
             0,
@@ -337,6 +344,10 @@ mod tests {
         assert_eq!(m.wrmsr(index::APIC_BASE, 0xfee0_0900, 0), Err(GpFault));
         assert_eq!(m.wrmsr(index::FEATURE_CONTROL, 5, 0), Err(GpFault));
         assert_eq!(m.wrmsr(index::MTRRCAP, 0, 0), Err(GpFault));
+        assert_eq!(m.wrmsr(index::DEBUGCTL, 0, 0), Ok(MsrWrite::Done));
+        for lbr_or_btf in [1, 2, 1 << 63] {
+            assert_eq!(m.wrmsr(index::DEBUGCTL, lbr_or_btf, 0), Err(GpFault));
+        }
         assert_eq!(m.wrmsr(0x1234, 0, 0), Err(GpFault));
         assert_eq!(m.wrmsr(index::BIOS_SIGN_ID, 0, 0), Ok(MsrWrite::Done));
         assert_eq!(m.wrmsr(index::MISC_ENABLE, 0, 0), Ok(MsrWrite::Done));
@@ -394,6 +405,11 @@ mod tests {
         assert_eq!(m.check_cr4(0), Err(GpFault));
         assert_eq!(m.check_cr4(CR4_PAE), Ok(()));
         assert_eq!(m.check_cr4(CR4_PAE | CR4_VMXE), Err(GpFault));
+        assert_eq!(
+            m.check_cr4(CR4_PAE | CR4_OSXSAVE),
+            Err(GpFault),
+            "XSAVE is hidden"
+        );
         // Paging off leaves long mode.
         assert_eq!(m.set_cr0(PG_PE, CR0_PE, CR4_PAE), Ok(()));
         assert_eq!(m.efer(), efer::LME);

@@ -5,6 +5,7 @@ use crate::domain::state::VcpuState;
 use crate::evtchn;
 use crate::mm::guest_access::read_obj;
 use hypercall_abi::errno::Errno;
+use hypercall_abi::event_channel::EVTCHN_2L_NR_CHANNELS;
 use hypercall_abi::sched::{SchedOp, ShutdownReason};
 
 /// Most ports one `SCHEDOP_poll` may wait on (Xen's limit).
@@ -68,7 +69,9 @@ fn poll(ctx: &mut Ctx<'_>, arg: u64) -> Flow {
             Ok(p) => p,
             Err(f) => return Flow::Value(Err(f.into())),
         };
-        if ctx.dom.evtchn.channel(port).is_none() {
+        // As Xen: any port of the 2-level ABI may be polled, bound or not (an unbound one
+        // never becomes pending by itself); only ports beyond the ABI are refused.
+        if port >= EVTCHN_2L_NR_CHANNELS {
             return Flow::Value(Err(Errno::EINVAL));
         }
         if evtchn::is_pending(ctx.dom.shared, port) {
@@ -146,8 +149,21 @@ mod tests {
             (Outcome::Continue, 0),
             "already pending"
         );
+        // An unbound port below the ABI's limit is polled as Xen does; 4096 is beyond it.
+        w.dom.vcpus[0].state = VcpuState::Runnable;
         write_obj(&mut w.mem, MEM_BASE + 0x100, &999u32).unwrap();
-        assert_eq!(w.call(SCHED_OP, &[3, MEM_BASE]).1, -22, "unbound port");
+        assert_eq!(
+            w.call(SCHED_OP, &[3, MEM_BASE]),
+            (Outcome::Block, 0),
+            "unbound"
+        );
+        w.dom.vcpus[0].state = VcpuState::Runnable;
+        write_obj(&mut w.mem, MEM_BASE + 0x100, &4096u32).unwrap();
+        assert_eq!(
+            w.call(SCHED_OP, &[3, MEM_BASE]).1,
+            -22,
+            "beyond 2-level ports"
+        );
         write_obj(&mut w.mem, MEM_BASE, &[MEM_BASE + 0x100, 100_000, 0]).unwrap();
         assert_eq!(w.call(SCHED_OP, &[3, MEM_BASE]).1, -22, "too many ports");
     }

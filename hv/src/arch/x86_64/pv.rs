@@ -785,6 +785,9 @@ fn apply(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
 fn crash(rt: &mut Runtime, d: usize, frame: &Regs, why: &str) {
     let dom = &rt.domains[d];
     error!("d{} ({}) crashed: {why}", dom.id, dom.name);
+    // An HVM vCPU's registers live in hv's VMX state, not in the PV frame.
+    let hvm = super::vmx::guest_registers(dom.id);
+    let frame = hvm.as_ref().unwrap_or(frame);
     error!(
         "d{}: rip {:016x} rsp {:016x} rflags {:016x} cs {:04x} ss {:04x}",
         dom.id, frame.rip, frame.rsp, frame.rflags, frame.cs, frame.ss

@@ -727,6 +727,42 @@ unsafe fn flush_ept(caps: &Caps, eptp: u64) {
     }
 }
 
+/// vCPU 0's registers of HVM domain `domid`, for a crash report (`None` for a PV domain or
+/// if its VMCS cannot be made current).
+pub fn guest_registers(domid: u16) -> Option<crate::regs::Regs> {
+    let doms = DOMAINS.lock();
+    let vcpu = doms.iter().find(|d| d.domid == domid)?.vcpus.first()?;
+    if CURRENT_VMCS.load(Ordering::Relaxed) != vcpu.vmcs {
+        // SAFETY: VMX is on (the domain exists) and the VMCS is this vCPU's region.
+        unsafe { vmptrld(vcpu.vmcs) }.ok()?;
+        CURRENT_VMCS.store(vcpu.vmcs, Ordering::Relaxed);
+    }
+    let g = |r| vcpu.gprs.get(r);
+    Some(crate::regs::Regs {
+        rax: g(Gpr::Rax),
+        rbx: g(Gpr::Rbx),
+        rcx: g(Gpr::Rcx),
+        rdx: g(Gpr::Rdx),
+        rsi: g(Gpr::Rsi),
+        rdi: g(Gpr::Rdi),
+        rbp: g(Gpr::Rbp),
+        r8: g(Gpr::R8),
+        r9: g(Gpr::R9),
+        r10: g(Gpr::R10),
+        r11: g(Gpr::R11),
+        r12: g(Gpr::R12),
+        r13: g(Gpr::R13),
+        r14: g(Gpr::R14),
+        r15: g(Gpr::R15),
+        rsp: g(Gpr::Rsp),
+        rip: rd(guest::RIP),
+        rflags: rd(guest::RFLAGS),
+        cs: rd(guest::CS_SELECTOR).into(),
+        ss: rd(guest::SS_SELECTOR).into(),
+        ..crate::regs::Regs::default()
+    })
+}
+
 /// Releases domain `domid`'s VMX state (VMCLEAR of its VMCSes, retiring its VPIDs) before its
 /// frames are freed. Does nothing for a PV domain.
 pub fn destroy_domain(domid: u16) {
@@ -755,7 +791,8 @@ fn rd<W: vmcs::Width>(f: vmcs::Field<W>) -> W::Value
 where
     W::Value: Default,
 {
-    // SAFETY: only called while a vCPU's VMCS is current (inside `run_vcpu`).
+    // SAFETY: only called while a vCPU's VMCS is current (inside `run_vcpu`, or after
+    // `guest_registers` made one current); VMREAD without one just fails.
     unsafe { vmread(f) }.unwrap_or_default()
 }
 
@@ -1032,6 +1069,7 @@ fn decode_exit(reason: ExitReason, qual: u64) -> Exit {
         Ok(BasicExitReason::Cpuid) => Exit::Cpuid,
         Ok(BasicExitReason::Hlt) => Exit::Hlt,
         Ok(BasicExitReason::Vmcall) => Exit::Hypercall,
+        Ok(r) if r.is_hidden_instruction() => Exit::HiddenInstruction,
         Ok(BasicExitReason::Rdmsr) => Exit::Rdmsr,
         Ok(BasicExitReason::Wrmsr) => Exit::Wrmsr,
         Ok(BasicExitReason::IoInstruction) => match IoQualification::decode(qual) {
@@ -1119,6 +1157,10 @@ fn handle_exit(
             Step::Out(Outcome::Block)
         }
         Exit::Hypercall => Step::Hypercall,
+        Exit::HiddenInstruction => {
+            inject(Event::UD);
+            Step::Resume
+        }
         Exit::Rdmsr => {
             let index = vcpu.gprs.get(Gpr::Rcx) as u32;
             match vcpu.msrs.rdmsr(index) {
