@@ -111,6 +111,7 @@ mod tests {
             evtchn: EvtchnTable::new(vcpus),
             console_line: alloc::vec::Vec::new(),
             rings: None,
+            console_in: crate::console::InputQueue::new(crate::console::Sink::Hypercall),
         }
     }
 

@@ -2,6 +2,7 @@
 //! registers and PV state. Hardware effects (loading CR3, running the guest) belong to the
 //! arch layer; everything here is plain data and portable.
 
+use crate::console::InputQueue;
 use crate::evtchn::EvtchnTable;
 use crate::pv::vcpu::PvVcpu;
 use crate::regs::Regs;
@@ -133,6 +134,8 @@ pub struct Domain {
     pub console_line: Vec<u8>,
     /// The xenstore and console rings a PV domU got at build (none for the control domain).
     pub rings: Option<Rings>,
+    /// Serial console input waiting for the domain, and how it takes it.
+    pub console_in: InputQueue,
 }
 
 /// A PV domU's xenstore and console rings, as `start_info` gives them to it and

@@ -47,6 +47,7 @@ use super::layout::HV_VIRT_OFFSET;
 use super::paging::phys_to_virt;
 use super::{console, start, traps};
 use crate::bundle::DomainSpec;
+use crate::console::{InputQueue, Sink};
 use crate::domain::elf::XenImage;
 use crate::domain::state::{Domain, DomainState, Peers, Vcpu, VcpuState, INVALID_MFN};
 use crate::evtchn::EvtchnTable;
@@ -435,6 +436,17 @@ pub fn is_hvm(domid: u16) -> bool {
     DOMAINS.lock().iter().any(|d| d.domid == domid)
 }
 
+/// Hands HVM domain `domid`'s emulated UART to `feed` (serial console input for its receive
+/// FIFO); false if `domid` is not an HVM domain.
+pub fn with_uart(domid: u16, feed: impl FnOnce(&mut Uart16550)) -> bool {
+    let mut doms = DOMAINS.lock();
+    let Some(d) = doms.iter_mut().find(|d| d.domid == domid) else {
+        return false;
+    };
+    feed(&mut d.uart);
+    true
+}
+
 fn fail(args: core::fmt::Arguments<'_>) -> String {
     let mut s = String::new();
     let _ = s.write_fmt(args);
@@ -598,6 +610,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         evtchn: EvtchnTable::new(1),
         console_line: Vec::new(),
         rings: None,
+        console_in: InputQueue::new(Sink::for_domain(spec.privileged, true, None)),
     };
     dom.vcpus.push(Vcpu::new(0, crate::regs::Regs::default()));
     DOMAINS.lock().push(HvmDomain {
