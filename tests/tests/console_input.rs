@@ -58,6 +58,13 @@ fn switch_to(s: &mut Session, to: &str) {
     assert_eq!(announced, 1, "one switch, one announcement");
 }
 
+/// `count` numbered lines starting with `text`.
+fn flood_lines(text: &str, count: u32) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| format!("{text} {i:04}\n").into_bytes())
+        .collect()
+}
+
 /// Domain `id` echoed `text` exactly once, and no other domain did.
 fn assert_echoed_only_by(report: &RunReport, id: u32, ids: &[u32], text: &str) {
     let echo = format!("echo: {text}");
@@ -93,7 +100,7 @@ fn input_switches_between_ring_domains_and_hv() {
     wait(&mut s, "(d1) console-echo: d1 ready");
     wait(&mut s, "(d2) console-echo: d2 ready");
     // The control domain does not read its input: it waits in hv, then is dropped.
-    let flood = 4096usize;
+    let flood = 2048usize;
     let to_dom0 = b"to dom0\n";
     send(&mut s, to_dom0);
     send(&mut s, &vec![b'z'; flood]);
@@ -102,11 +109,21 @@ fn input_switches_between_ring_domains_and_hv() {
     send(&mut s, b"hello one\n");
     wait(&mut s, "(d1) echo: hello one");
     switch_to(&mut s, "DOM2");
-    send(&mut s, b"hello two\r");
+    let mut to_dom2 = 0;
+    let mut send_dom2 = |s: &mut Session, bytes: &[u8]| {
+        to_dom2 += bytes.len();
+        send(s, bytes);
+    };
+    send_dom2(&mut s, b"hello two\r");
     wait(&mut s, "(d2) echo: hello two");
     // Fewer than three Ctrl-A go through (hv shows control characters as '?').
-    send(&mut s, &[1, b'x', 1, 1, b'y', b'\n']);
+    send_dom2(&mut s, &[1, b'x', 1, 1, b'y', b'\n']);
     wait(&mut s, "(d2) echo: ?x??y");
+    // More than the ring and hv's queue hold, while d2 reads: hv never overruns the ring, and
+    // the line after the flood arrives whole.
+    send_dom2(&mut s, &flood_lines("ring flood", 160));
+    send_dom2(&mut s, b"\nafter the ring flood\n");
+    wait(&mut s, "(d2) echo: after the ring flood");
 
     switch_to(&mut s, "Xen");
     send(&mut s, b"h");
@@ -115,7 +132,7 @@ fn input_switches_between_ring_domains_and_hv() {
     send(&mut s, b"q");
     wait(&mut s, "'q' pressed: 3 domains; input to Xen");
     let dom0_input = wait(&mut s, "d0   input: ");
-    wait(&mut s, "d2   input: console ring");
+    let dom2_input = wait(&mut s, "d2   input: console ring");
 
     // Back round to DOM1; end it, and the next switch skips it.
     switch_to(&mut s, "DOM0");
@@ -157,6 +174,17 @@ fn input_switches_between_ring_domains_and_hv() {
         (to_dom0.len() + flood) as u64,
         "{dom0_input}"
     );
+    // Every byte typed for d2 was received or dropped, and d2 echoed flood lines.
+    let received = number_after(&dom2_input, "waiting, ").expect("received count");
+    let dropped = number_after(&dom2_input, "received, ").expect("dropped count");
+    assert_eq!(received + dropped, to_dom2 as u64, "{dom2_input}");
+    assert!(
+        guest_lines(&report, 2)
+            .iter()
+            .any(|l| l.starts_with("echo: ring flood ")),
+        "{}",
+        report.describe()
+    );
     // The back end served both domUs to their end.
     assert!(
         guest_lines(&report, 0).contains(&"backend: SUCCESS"),
@@ -192,10 +220,7 @@ fn consoleio_read_domains_get_only_their_input_and_survive_a_flood() {
     wait(&mut s, "(d1) echo: second");
     // More lines than hv's queue holds, while d1 reads: some may be dropped, none may hang
     // hv, and the line after the flood arrives whole.
-    let flood: Vec<u8> = (0..400)
-        .flat_map(|i| format!("flood line {i:04}\n").into_bytes())
-        .collect();
-    send(&mut s, &flood);
+    send(&mut s, &flood_lines("flood line", 160));
     send(&mut s, b"\nafter the flood\n");
     wait(&mut s, "(d1) echo: after the flood");
     send(&mut s, b"quit\n");
