@@ -47,18 +47,17 @@ pub fn bochs() -> BootSpec {
 
 /// Boots `spec` to the end (installing missing emulator tools first).
 pub fn boot(spec: &BootSpec) -> RunReport {
-    let needed = match spec.emulator {
-        Emulator::Qemu { .. } => tools::for_qemu(),
-        Emulator::Bochs { .. } => tools::for_bochs(),
-    };
-    tools::ensure(&needed).unwrap_or_else(|e| panic!("{e}"));
-    Session::run(spec).unwrap_or_else(|e| panic!("cannot boot: {e}"))
+    start(spec).finish()
 }
 
 /// Starts `spec` (installing missing emulator tools first), for a test that talks to the
 /// running machine; end it with [`Session::finish`].
 pub fn start(spec: &BootSpec) -> Session {
-    tools::ensure(&tools::for_qemu()).unwrap_or_else(|e| panic!("{e}"));
+    let needed = match spec.emulator {
+        Emulator::Qemu { .. } => tools::for_qemu(),
+        Emulator::Bochs { .. } => tools::for_bochs(),
+    };
+    tools::ensure(&needed).unwrap_or_else(|e| panic!("{e}"));
     Session::start(spec).unwrap_or_else(|e| panic!("cannot boot: {e}"))
 }
 

@@ -3,6 +3,10 @@
 //! The control domain's console back end relays each domU's ring output as lines that start
 //! with that domU's `(dN) `; such a line from the privileged domain is printed as it is, so
 //! the serial console shows `(d1) hello` rather than `(d0) (d1) hello`.
+//!
+//! `CONSOLEIO_read` takes the serial input hv queued for the caller (see [`crate::console`]);
+//! only a domain whose input comes that way may use it (the control domain, and a PV domain
+//! without a console ring), others get `EPERM`.
 
 use super::{Ctx, HcResult};
 use crate::console::Sink;
