@@ -437,14 +437,11 @@ pub fn is_hvm(domid: u16) -> bool {
 }
 
 /// Hands HVM domain `domid`'s emulated UART to `feed` (serial console input for its receive
-/// FIFO); false if `domid` is not an HVM domain.
-pub fn with_uart(domid: u16, feed: impl FnOnce(&mut Uart16550)) -> bool {
-    let mut doms = DOMAINS.lock();
-    let Some(d) = doms.iter_mut().find(|d| d.domid == domid) else {
-        return false;
-    };
-    feed(&mut d.uart);
-    true
+/// FIFO); nothing happens if `domid` is not an HVM domain.
+pub fn with_uart(domid: u16, feed: impl FnOnce(&mut Uart16550)) {
+    if let Some(d) = DOMAINS.lock().iter_mut().find(|d| d.domid == domid) {
+        feed(&mut d.uart);
+    }
 }
 
 fn fail(args: core::fmt::Arguments<'_>) -> String {
