@@ -3,9 +3,10 @@
 //!
 //! - The control domain runs the console back end; two domUs run `console-echo` on their
 //!   console rings (hv puts input into each ring's `in` half). Text reaches only the focused
-//!   domain, fewer than three Ctrl-A pass through, hv's `q` key dumps the domains, a flood
-//!   bigger than hv's queue for a domain that never reads is dropped and counted, and a
-//!   domain that has gone is skipped when switching.
+//!   domain, fewer than three Ctrl-A pass through, hv's `h` and `q` keys answer while binary
+//!   garbage to hv is ignored, a flood bigger than hv's queue for a domain that never reads is
+//!   dropped and counted, lines and garbage bigger than ring and queue reach a reading domU
+//!   with every byte accounted for, and a domain that has gone is skipped when switching.
 //! - Two domains without rings read with `CONSOLEIO_read` (woken by `VIRQ_CONSOLE`); one of
 //!   them gets a flood of lines while it reads, and still echoes the line after it.
 
@@ -62,6 +63,15 @@ fn switch_to(s: &mut Session, to: &str) {
 fn flood_lines(text: &str, count: u32) -> Vec<u8> {
     (0..count)
         .flat_map(|i| format!("{text} {i:04}\n").into_bytes())
+        .collect()
+}
+
+/// `len` bytes of every value but Ctrl-A and `except`.
+fn garbage(len: usize, except: &[u8]) -> Vec<u8> {
+    (0..=255u8)
+        .cycle()
+        .filter(|b| *b != SWITCH[0] && !except.contains(b))
+        .take(len)
         .collect()
 }
 
@@ -122,10 +132,13 @@ fn input_switches_between_ring_domains_and_hv() {
     // More than the ring and hv's queue hold, while d2 reads: hv never overruns the ring, and
     // the line after the flood arrives whole.
     send_dom2(&mut s, &flood_lines("ring flood", 160));
+    send_dom2(&mut s, &garbage(2048, &[]));
     send_dom2(&mut s, b"\nafter the ring flood\n");
     wait(&mut s, "(d2) echo: after the ring flood");
 
     switch_to(&mut s, "Xen");
+    // Keys without a meaning are ignored, however many.
+    send(&mut s, &garbage(2048, b"hq"));
     send(&mut s, b"h");
     wait(&mut s, "'h' pressed");
     wait(&mut s, "'q' dump domains");
@@ -151,6 +164,19 @@ fn input_switches_between_ring_domains_and_hv() {
     assert_echoed_only_by(&report, 1, &ids, "hello one");
     assert_echoed_only_by(&report, 2, &ids, "hello two");
     assert_echoed_only_by(&report, 2, &ids, "still here");
+    let presses = |key: &str| {
+        report
+            .lines
+            .iter()
+            .filter(|l| l.contains(&format!("'{key}' pressed")))
+            .count()
+    };
+    assert_eq!(
+        (presses("h"), presses("q")),
+        (1, 1),
+        "{}",
+        report.describe()
+    );
     // No key reached a domain while hv had the input.
     for id in ids {
         let lines = guest_lines(&report, id);
