@@ -10,6 +10,7 @@ extern crate alloc;
 pub mod boot;
 pub mod bundle;
 pub mod cmdline;
+pub mod console;
 pub mod domain;
 pub mod evtchn;
 pub mod gnttab;

@@ -112,6 +112,7 @@ mod tests {
             console_line: alloc::vec::Vec::new(),
             rings: None,
             hvm: None,
+            console_in: crate::console::InputQueue::new(crate::console::Sink::Hypercall),
         }
     }
 

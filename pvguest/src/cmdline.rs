@@ -36,6 +36,9 @@ pub enum Mode {
         /// The domain attacked.
         peer: crate::xenstore::DomId,
     },
+    /// Print each line of console input back as `echo: <line>`, until `quit` (see
+    /// `crate::echo`).
+    ConsoleEcho,
 }
 
 /// The ways `crash=<how>` makes the domain die.
@@ -66,7 +69,7 @@ impl CrashKind {
 }
 
 /// The line printed when the command line names no known mode.
-pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `hostile-peer peer=D` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
+pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `hostile-peer peer=D` | `console-echo` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
 
 /// The first word of `cmdline` that names no known mode (empty when the line is empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +96,7 @@ pub fn parse_mode(cmdline: &[u8]) -> Result<Mode, UnknownMode<'_>> {
             .map(Mode::Grant)
             .map_err(|bad| UnknownMode(bad.0)),
         "backend" => Ok(Mode::Backend),
+        "console-echo" => Ok(Mode::ConsoleEcho),
         "hostile-peer" => words
             .find_map(|w| w.strip_prefix("peer=").map(|v| (w, v)))
             .ok_or(UnknownMode("peer="))
@@ -126,6 +130,7 @@ mod tests {
         assert_eq!(parse_mode(b"control"), Ok(Mode::Control));
         assert_eq!(parse_mode(b"spin x"), Ok(Mode::Spin));
         assert_eq!(parse_mode(b"backend"), Ok(Mode::Backend));
+        assert_eq!(parse_mode(b"console-echo"), Ok(Mode::ConsoleEcho));
         assert_eq!(
             parse_mode(b"xenbus-test other=2"),
             Ok(Mode::XenbusTest(XenbusTestArgs { other: 2 }))

@@ -12,6 +12,7 @@ extern crate alloc;
 pub mod backend;
 pub mod bench;
 pub mod cmdline;
+pub mod echo;
 pub mod frames;
 pub mod front;
 pub mod hostile;

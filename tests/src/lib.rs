@@ -53,12 +53,18 @@ pub fn bochs() -> BootSpec {
 
 /// Boots `spec` to the end (installing missing emulator tools first).
 pub fn boot(spec: &BootSpec) -> RunReport {
+    start(spec).finish()
+}
+
+/// Starts `spec` (installing missing emulator tools first), for a test that talks to the
+/// running machine; end it with [`Session::finish`].
+pub fn start(spec: &BootSpec) -> Session {
     let needed = match spec.emulator {
         Emulator::Qemu { .. } => tools::for_qemu(),
         Emulator::Bochs { .. } => tools::for_bochs(),
     };
     tools::ensure(&needed).unwrap_or_else(|e| panic!("{e}"));
-    Session::run(spec).unwrap_or_else(|e| panic!("cannot boot: {e}"))
+    Session::start(spec).unwrap_or_else(|e| panic!("cannot boot: {e}"))
 }
 
 /// The first hv line containing `needle`; fails the test when there is none.
@@ -128,22 +134,27 @@ pub type TestDomain<'a> = (&'a str, &'a str, u32);
 /// Boots hv on QEMU microvm with pvguest domains as `domains` says (the first privileged),
 /// through a TOML config and bundle in a temporary directory.
 pub fn boot_pvguests(dir: &TempDir, domains: &[TestDomain<'_>]) -> RunReport {
+    let mut spec = qemu(Machine::Microvm);
+    spec.bundle = Some(pvguest_bundle(dir, domains, true));
+    boot(&spec)
+}
+
+/// Makes a bundle of pvguest domains as `domains` says (the first privileged if
+/// `control`), through a TOML config in `dir`; returns its path.
+pub fn pvguest_bundle(dir: &TempDir, domains: &[TestDomain<'_>], control: bool) -> PathBuf {
     let kernel = pvguest_image();
     let mut toml = String::new();
     for (i, (name, cmdline, mib)) in domains.iter().enumerate() {
         toml.push_str(&format!(
             "[[domain]]\nname = \"{name}\"\nkernel = '{}'\ncmdline = \"{cmdline}\"\nmemory = \"{mib}M\"\nprivileged = {}\n\n",
             kernel.display(),
-            i == 0
+            control && i == 0
         ));
     }
     let config = dir.path().join("domains.toml");
     std::fs::write(&config, toml).expect("write config");
-    let bundle = xtask::bundle::from_config_file(&config, &dir.path().join("bundle.bin"))
-        .unwrap_or_else(|e| panic!("cannot make the bundle: {e}"));
-    let mut spec = qemu(Machine::Microvm);
-    spec.bundle = Some(bundle);
-    boot(&spec)
+    xtask::bundle::from_config_file(&config, &dir.path().join("bundle.bin"))
+        .unwrap_or_else(|e| panic!("cannot make the bundle: {e}"))
 }
 
 /// Domain `id`'s console lines (the text after its `(dN) ` prefix).

@@ -669,6 +669,7 @@ fn run_on_hv(guest: &Path, options: &Options, out_dir: &Path) -> RunResult {
         icount: options.mode == Mode::Icount,
         timeout: options.timeout,
         echo: options.verbose,
+        serial_input: false,
     };
     let started = Instant::now();
     let mut session = Session::start(&spec)?;

@@ -32,6 +32,8 @@ commands:
               --memory SIZE        RAM, e.g. 512M (default) or 1G
               --timeout SECS       give up after SECS seconds (default 60)
               --icount             QEMU -icount shift=0 (deterministic TSC)
+              --input              pass this terminal's input to the serial line, a line
+                                   at a time (QEMU; see README, Console input)
             exits 0 when hv reports status 0, 1 on failure, 124 on timeout
   iso       make a GRUB ISO (multiboot2) of hv and the bundle
               --config FILE        put the config's bundle on the ISO
@@ -178,6 +180,7 @@ struct RunArgs {
     memory_mib: u32,
     timeout: Duration,
     icount: bool,
+    input: bool,
 }
 
 impl RunArgs {
@@ -194,6 +197,7 @@ impl RunArgs {
         let mut memory_mib = 512;
         let mut timeout = Duration::from_secs(60);
         let mut icount = false;
+        let mut input = false;
         while let Some(arg) = parser.next()? {
             use lexopt::Arg::Long;
             match arg {
@@ -218,6 +222,7 @@ impl RunArgs {
                 Long("memory") => memory_mib = parse_value(parser, size::parse_mib)?,
                 Long("timeout") => timeout = parse_value(parser, parse_seconds)?,
                 Long("icount") => icount = true,
+                Long("input") => input = true,
                 other => return Err(other.unexpected().into()),
             }
         }
@@ -258,6 +263,7 @@ impl RunArgs {
             memory_mib,
             timeout,
             icount,
+            input,
         })
     }
 }
@@ -292,8 +298,14 @@ fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         icount: args.icount,
         timeout: args.timeout,
         echo: true,
+        serial_input: args.input,
     };
-    let report = Session::run(&spec)?;
+    let mut session = Session::start(&spec)?;
+    if let Some(mut serial) = session.take_input() {
+        // Ends with the process; a failed copy only means nothing more can be typed.
+        std::thread::spawn(move || std::io::copy(&mut std::io::stdin().lock(), &mut serial));
+    }
+    let report = session.finish();
     if report.outcome.success() {
         eprintln!(
             "xtask: {} after {:.2} s",

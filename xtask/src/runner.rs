@@ -7,10 +7,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once};
@@ -95,6 +95,9 @@ pub struct BootSpec {
     pub timeout: Duration,
     /// Also print serial lines to stdout as they arrive.
     pub echo: bool,
+    /// Connect a pipe to the serial line's input (QEMU only) for [`Session::send`];
+    /// otherwise nothing can be typed.
+    pub serial_input: bool,
 }
 
 impl BootSpec {
@@ -110,6 +113,7 @@ impl BootSpec {
             icount: false,
             timeout: Duration::from_secs(60),
             echo: false,
+            serial_input: false,
         }
     }
 
@@ -335,6 +339,8 @@ pub struct Session {
     /// Checks QEMU's exit code against the power-off status (Bochs's says nothing).
     exit_code_agrees: bool,
     exit: Option<ExitStatus>,
+    /// The serial line's input, when [`BootSpec::serial_input`] asked for it.
+    input: Option<ChildStdin>,
     /// Tells the serial file tailer (Bochs) that the emulator has ended.
     emulator_gone: Arc<AtomicBool>,
     readers: Vec<JoinHandle<()>>,
@@ -373,14 +379,22 @@ impl Session {
             }
         };
         let command_text = describe_command(&command);
+        let stdin = match (&spec.emulator, spec.serial_input) {
+            (_, false) => Stdio::null(),
+            (Emulator::Qemu { .. }, true) => Stdio::piped(),
+            (Emulator::Bochs { .. }, true) => {
+                return Err("serial input is a QEMU feature here; Bochs writes a file".into())
+            }
+        };
         command
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
         let mut child = command
             .spawn()
             .map_err(|e| format!("cannot start {command_text}: {e}"))?;
+        let input = child.stdin.take();
         let group = Pid::from_raw(child.id() as i32);
         running().push((group, workdir.path().to_path_buf()));
         let started = Instant::now();
@@ -409,6 +423,7 @@ impl Session {
             deadline: started + spec.timeout,
             exit_code_agrees: matches!(spec.emulator, Emulator::Qemu { .. }),
             exit: None,
+            input,
             emulator_gone,
             readers,
             bochs_log,
@@ -422,6 +437,24 @@ impl Session {
         Ok(Session::start(spec)?.finish())
     }
 
+    /// Sends `bytes` to the serial line's input (typed, as far as hv can tell).
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let input = self
+            .input
+            .as_mut()
+            .ok_or("the session has no serial input (BootSpec::serial_input)")?;
+        input
+            .write_all(bytes)
+            .and_then(|()| input.flush())
+            .map_err(|e| format!("cannot send to the serial line: {e}"))
+    }
+
+    /// Takes the serial line's input, for a caller that feeds it from elsewhere (`None` if
+    /// there is none or it was taken).
+    pub fn take_input(&mut self) -> Option<ChildStdin> {
+        self.input.take()
+    }
+
     /// The serial lines so far.
     pub fn lines(&self) -> Vec<String> {
         self.console.lock().lines.clone()
@@ -430,9 +463,25 @@ impl Session {
     /// Waits (at most `timeout`, and never past the run's time limit) for a serial line that
     /// contains `needle`, and returns it; the error says why not and shows the log tail.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<String, String> {
+        self.wait_for_line_from(0, needle, timeout)
+    }
+
+    /// As [`Session::wait_for_line`], looking only at the lines from index `first` on (e.g.
+    /// `lines().len()` taken before an action, for a line the action causes).
+    pub fn wait_for_line_from(
+        &mut self,
+        first: usize,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
         let deadline = self.deadline.min(Instant::now() + timeout);
         let found = self.wait_until(deadline, |state| {
-            let hit = state.lines.iter().find(|l| l.contains(needle)).cloned();
+            let hit = state
+                .lines
+                .iter()
+                .skip(first)
+                .find(|l| l.contains(needle))
+                .cloned();
             match hit {
                 Some(line) => Some(Ok(line)),
                 None if state.closed => Some(Err("the serial console closed")),
@@ -543,6 +592,7 @@ impl Session {
             return;
         }
         self.stopped = true;
+        self.input = None;
         if self.exit.is_none() {
             // The group may have ended by itself in the meantime; nothing else to do then.
             let _ = killpg(self.group, Signal::SIGKILL);

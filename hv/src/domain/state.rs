@@ -2,6 +2,7 @@
 //! registers and PV state. Hardware effects (loading CR3, running the guest) belong to the
 //! arch layer; everything here is plain data and portable.
 
+use crate::console::InputQueue;
 use crate::evtchn::EvtchnTable;
 use crate::pv::vcpu::PvVcpu;
 use crate::regs::Regs;
@@ -135,6 +136,8 @@ pub struct Domain {
     pub rings: Option<Rings>,
     /// An HVM domain's parameters (`None` for a PV domain).
     pub hvm: Option<HvmParams>,
+    /// Serial console input waiting for the domain, and how it takes it.
+    pub console_in: InputQueue,
 }
 
 /// The `HVMOP_set_param` parameters hv keeps for an HVM domain.

@@ -132,6 +132,16 @@ impl Uart16550 {
         }
     }
 
+    /// How many bytes [`Uart16550::receive`] can take now without an overrun (none in
+    /// loopback mode, where the line is cut off).
+    pub fn rx_room(&self) -> usize {
+        if self.loopback() {
+            0
+        } else {
+            RX_FIFO - self.rx_len
+        }
+    }
+
     fn push_rx(&mut self, byte: u8) {
         if self.rx_len == RX_FIFO {
             self.overrun = true;
@@ -397,6 +407,29 @@ mod tests {
         // FCR can clear the receive FIFO.
         u.receive(1);
         u.write(2, FCR_ENABLE | FCR_CLEAR_RX);
+        assert_eq!(u.read(5) & LSR_DR, 0);
+    }
+
+    #[test]
+    fn room_tells_how_much_can_be_received_without_overrun() {
+        let mut u = Uart16550::new();
+        assert_eq!(u.rx_room(), RX_FIFO);
+        for b in b"hi" {
+            u.receive(*b);
+        }
+        assert_eq!(u.rx_room(), RX_FIFO - 2);
+        assert_eq!(u.read(5) & LSR_DR, LSR_DR);
+        assert_eq!((u.read(0), u.read(0)), (b'h', b'i'));
+        assert_eq!(u.rx_room(), RX_FIFO);
+        for _ in 0..RX_FIFO {
+            u.receive(b'x');
+        }
+        assert_eq!(u.rx_room(), 0);
+        assert_eq!(u.read(5) & LSR_OE, 0, "filling the FIFO is no overrun");
+        u.write(2, FCR_ENABLE | FCR_CLEAR_RX);
+        u.write(4, MCR_LOOP);
+        assert_eq!(u.rx_room(), 0, "loopback cuts the line off");
+        u.receive(b'y');
         assert_eq!(u.read(5) & LSR_DR, 0);
     }
 

@@ -3,8 +3,13 @@
 //! The control domain's console back end relays each domU's ring output as lines that start
 //! with that domU's `(dN) `; such a line from the privileged domain is printed as it is, so
 //! the serial console shows `(d1) hello` rather than `(d0) (d1) hello`.
+//!
+//! `CONSOLEIO_read` takes the serial input hv queued for the caller (see [`crate::console`]);
+//! only a domain whose input comes that way may use it (the control domain, and a PV domain
+//! without a console ring), others get `EPERM`.
 
 use super::{Ctx, HcResult};
+use crate::console::Sink;
 use hypercall_abi::errno::Errno;
 use hypercall_abi::xen::ConsoleIoCmd;
 
@@ -35,14 +40,17 @@ pub(super) fn console_io(ctx: &mut Ctx<'_>, cmd: u64, count: u64, buf: u64) -> H
             Ok(0)
         }
         Ok(ConsoleIoCmd::Read) => {
-            if !ctx.dom.privileged {
+            if ctx.dom.console_in.sink() != Sink::Hypercall {
                 return Err(Errno::EPERM);
             }
+            // Bytes leave the queue only once they are in the caller's buffer.
             let mut chunk = [0u8; CHUNK];
             let n = ctx
-                .hw
-                .console_read(&mut chunk[..count.min(CHUNK as u64) as usize]);
+                .dom
+                .console_in
+                .peek_into(&mut chunk[..count.min(CHUNK as u64) as usize]);
             ctx.mem.write(buf, &chunk[..n])?;
+            ctx.dom.console_in.discard(n);
             Ok(n as i64)
         }
         Err(_) => Err(Errno::ENOSYS),
@@ -62,6 +70,7 @@ fn has_domain_prefix(line: &[u8]) -> bool {
 mod tests {
     use super::super::testing::{World, MEM_BASE};
     use super::has_domain_prefix;
+    use crate::console::{InputQueue, Sink};
 
     const CONSOLE_IO: u64 = 18;
 
@@ -108,15 +117,31 @@ mod tests {
     }
 
     #[test]
-    fn faults_limits_and_privilege() {
+    fn faults_limits_and_commands() {
         let mut w = World::new();
         assert_eq!(w.call(CONSOLE_IO, &[0, 16, 0x10]).1, -14);
         assert_eq!(w.call(CONSOLE_IO, &[0, u64::MAX, MEM_BASE]).1, -22);
-        assert_eq!(w.call(CONSOLE_IO, &[1, 4, MEM_BASE]).1, -1);
-        w.dom.privileged = true;
-        w.hw.input = b"ab".to_vec();
-        assert_eq!(w.call(CONSOLE_IO, &[1, 4, MEM_BASE]).1, 2);
-        assert_eq!(&w.mem.bytes[..2], b"ab");
         assert_eq!(w.call(CONSOLE_IO, &[7, 0, 0]).1, -38);
+    }
+
+    #[test]
+    fn reads_take_the_domains_queued_input() {
+        let mut w = World::new();
+        w.dom.console_in.push(b"abcdef");
+        assert_eq!(w.call(CONSOLE_IO, &[1, 4, MEM_BASE]).1, 4);
+        assert_eq!(&w.mem.bytes[..4], b"abcd");
+        // A bad buffer takes nothing from the queue.
+        assert_eq!(w.call(CONSOLE_IO, &[1, 4, 0x10]).1, -14);
+        assert_eq!(w.call(CONSOLE_IO, &[1, 100, MEM_BASE + 8]).1, 2);
+        assert_eq!(&w.mem.bytes[8..10], b"ef");
+        assert_eq!(w.call(CONSOLE_IO, &[1, 100, MEM_BASE]).1, 0);
+        // A domain with a console ring reads its ring, not CONSOLEIO_read; other domains'
+        // input is out of reach.
+        w.peers[0].console_in.push(b"secret");
+        w.dom.console_in = InputQueue::new(Sink::Ring { mfn: 1, port: 1 });
+        w.dom.console_in.push(b"ring");
+        assert_eq!(w.call(CONSOLE_IO, &[1, 4, MEM_BASE]).1, -1);
+        assert_eq!(w.dom.console_in.len(), 4);
+        assert_eq!(w.peers[0].console_in.len(), 6);
     }
 }

@@ -33,8 +33,6 @@ pub trait Platform {
     /// Prints one line of a domain's console output, prefixed `(dN)` with `prefix`; `None`:
     /// the line already carries its prefix (the control domain relaying a domU's console).
     fn console_line(&mut self, prefix: Option<DomId>, line: &[u8]);
-    /// Reads waiting console input into `buf`; returns the byte count.
-    fn console_read(&mut self, buf: &mut [u8]) -> usize;
     /// The highest machine frame number with RAM.
     fn max_mfn(&self) -> u64;
     /// RAM frames hv manages (free, hv's own and the domains').
@@ -344,7 +342,6 @@ pub(crate) mod testing {
     pub struct FakePlatform {
         pub now: u64,
         pub lines: Vec<(Option<DomId>, Vec<u8>)>,
-        pub input: Vec<u8>,
         /// Frames left to allocate, the next one, and who owns what.
         pub free: u64,
         pub next_mfn: u64,
@@ -360,12 +357,6 @@ pub(crate) mod testing {
         }
         fn console_line(&mut self, prefix: Option<DomId>, line: &[u8]) {
             self.lines.push((prefix, line.to_vec()));
-        }
-        fn console_read(&mut self, buf: &mut [u8]) -> usize {
-            let n = buf.len().min(self.input.len());
-            buf[..n].copy_from_slice(&self.input[..n]);
-            self.input.drain(..n);
-            n
         }
         fn max_mfn(&self) -> u64 {
             0x2_0000
@@ -462,6 +453,7 @@ pub(crate) mod testing {
             console_line: Vec::new(),
             rings: None,
             hvm: None,
+            console_in: crate::console::InputQueue::new(crate::console::Sink::Hypercall),
         }
     }
 
@@ -475,7 +467,6 @@ pub(crate) mod testing {
                 hw: FakePlatform {
                     now: 1_000_000,
                     lines: Vec::new(),
-                    input: Vec::new(),
                     free: 64,
                     next_mfn: 0x8_0000,
                     owned: (0x1000..0x1100).map(|m| (m, 1)).collect(),

@@ -83,6 +83,12 @@ impl<E: RingEvents> ConsoleFront<E> {
         Ok(())
     }
 
+    /// Waits for the next event on the console's port (the back end's, or hv's when it
+    /// puts input into the ring), or the wait's timeout.
+    pub fn wait(&mut self) -> Result<(), WaitTimeout> {
+        self.events.wait()
+    }
+
     /// Reads what input is waiting (up to `buf.len()` bytes) and tells the back end there is
     /// room again.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RingError> {
@@ -177,6 +183,7 @@ mod tests {
                 con.write(&[b'x'; XENCONS_OUT_SIZE + 1]),
                 Err(ConsoleError::Timeout)
             );
+            assert_eq!(con.wait(), Err(WaitTimeout));
             let mut buf = [0u8; 8];
             assert_eq!(con.read(&mut buf), Ok(3));
             assert_eq!(&buf[..3], b"hi\n");

@@ -5,6 +5,7 @@
 mod console;
 mod backend;
 mod bench;
+mod console_echo;
 mod control;
 mod crash;
 mod entry;
@@ -148,6 +149,11 @@ extern "C" fn pvguest_start(start_info: *const StartInfo, boot_rsp: u64) -> ! {
             hostile_peer::run(&mut kernel, peer);
             pv::shutdown(ShutdownReason::Poweroff)
         }
+        Ok(Mode::ConsoleEcho) => pv::shutdown(if console_echo::run(&mut kernel) {
+            ShutdownReason::Poweroff
+        } else {
+            ShutdownReason::Crash
+        }),
         Err(unknown) => {
             println!("pvguest: unknown mode {:?}", unknown.0);
             println!("{}", cmdline::USAGE);

@@ -4,6 +4,7 @@
 pub mod apic;
 pub mod boot;
 pub mod console;
+pub mod console_input;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;

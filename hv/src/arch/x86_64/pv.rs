@@ -9,8 +9,9 @@ use super::cpu::{self, rdtsc};
 use super::entry::{self, Fault};
 use super::paging::{hv_l4_slots, phys_to_virt};
 use super::power::{power_off, Status};
-use super::{console, time, traps};
+use super::{console, console_input, time, traps};
 use crate::bundle::{DomainKind, DomainSpec};
+use crate::console::{InputQueue, Sink};
 use crate::domain::elf::{ImageKind, XenImage};
 use crate::domain::pv_build::{build_pv, BuildMemory, BuildParams, RingPage};
 use crate::domain::state::{Domain, DomainState, FpuState, Peers, Rings, Vcpu, VcpuState};
@@ -139,19 +140,6 @@ impl Platform for Machine {
     }
     fn console_line(&mut self, prefix: Option<u16>, line: &[u8]) {
         console::guest_line(prefix, line);
-    }
-    fn console_read(&mut self, buf: &mut [u8]) -> usize {
-        let mut n = 0;
-        while n < buf.len() {
-            match console::poll_input() {
-                Some(b) => {
-                    buf[n] = b;
-                    n += 1;
-                }
-                None => break,
-            }
-        }
-        n
     }
     fn max_mfn(&self) -> u64 {
         super::start::max_mfn()
@@ -402,6 +390,7 @@ pub fn build_domain(
         console_line: Vec::new(),
         rings,
         hvm: None,
+        console_in: InputQueue::new(Sink::for_domain(spec.privileged, false, rings)),
     };
     let regs = Regs {
         rip: built.entry,
@@ -478,6 +467,7 @@ pub fn run(boot_failures: usize) -> ! {
     // SAFETY: `guest_frame` is the frame at the top of the guest-entry stack; nothing else
     // uses it before the first guest runs.
     let frame = unsafe { &mut *entry::guest_frame() };
+    console_input::start(&rt.domains);
     schedule(&mut rt, frame, None);
     run_hvm(&mut rt, frame);
     load_context(&mut rt, frame);
@@ -531,6 +521,7 @@ pub fn guest_trap(frame: &mut Regs) {
     if vector == u64::from(traps::TIMER_VECTOR) {
         traps::timer_tick();
         let mut rt = RUNTIME.lock();
+        console_input::poll(&mut rt.domains);
         let now = time::now_ns();
         sched::update(&mut rt.domains, now);
         let preempt = match rt.current {
@@ -734,6 +725,7 @@ fn run_hvm(rt: &mut Runtime, frame: &mut Regs) {
             return;
         }
         let outcome = super::vmx::run_vcpu(&mut rt.domains, d, v, &mut Machine);
+        console_input::poll(&mut rt.domains);
         apply(rt, frame, outcome);
     }
 }
@@ -836,6 +828,7 @@ fn schedule(rt: &mut Runtime, frame: &mut Regs, current: Option<VcpuRef>) {
         // Nothing runnable: wait for the tick (or another interrupt) with interrupts on.
         cpu::enable_and_halt();
         x86_64::instructions::interrupts::disable();
+        console_input::poll(&mut rt.domains);
     };
     let (d, v) = next;
     let dom = &mut rt.domains[d];

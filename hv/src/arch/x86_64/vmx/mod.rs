@@ -54,6 +54,7 @@ use super::layout::HV_VIRT_OFFSET;
 use super::paging::phys_to_virt;
 use super::{console, start, traps};
 use crate::bundle::DomainSpec;
+use crate::console::{InputQueue, Sink};
 use crate::domain::elf::XenImage;
 use crate::domain::state::{Domain, DomainState, HvmParams, Peers, Vcpu, VcpuState, INVALID_MFN};
 use crate::evtchn::EvtchnTable;
@@ -484,6 +485,14 @@ pub fn frame_number(domid: u16, gfn: u64) -> FrameNumber {
     }
 }
 
+/// Hands HVM domain `domid`'s emulated UART to `feed` (serial console input for its receive
+/// FIFO); nothing happens if `domid` is not an HVM domain.
+pub fn with_uart(domid: u16, feed: impl FnOnce(&mut Uart16550)) {
+    if let Some(d) = DOMAINS.lock().iter_mut().find(|d| d.domid == domid) {
+        feed(&mut d.uart);
+    }
+}
+
 fn fail(args: core::fmt::Arguments<'_>) -> String {
     let mut s = String::new();
     let _ = s.write_fmt(args);
@@ -685,6 +694,7 @@ fn build_hvm_domain(
         console_line: Vec::new(),
         rings: None,
         hvm: Some(HvmParams::default()),
+        console_in: InputQueue::new(Sink::for_domain(spec.privileged, true, None)),
     };
     dom.vcpus.push(Vcpu::new(0, crate::regs::Regs::default()));
     super::gnttab::add_domain(id, spec.privileged)
