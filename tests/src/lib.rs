@@ -277,6 +277,88 @@ pub const MAPPER_CHECKS: [&str; 8] = [
     "unmap held mapping",
 ];
 
+/// The checks `xenbus-test` reports, in order.
+pub const XENBUS_CHECKS: [&str; 7] = [
+    "read domid",
+    "write and read back",
+    "mkdir and directory",
+    "watch event",
+    "other domain refused",
+    "transaction conflict",
+    "console ring",
+];
+
+/// The lines each domU writes to its console ring.
+pub fn xenbus_console_lines(id: u32) -> [String; 3] {
+    [
+        format!("console ring hello from d{id}"),
+        format!("console ring line 2 of 3 from d{id}"),
+        format!("console ring line 3 of 3 from d{id}"),
+    ]
+}
+
+/// Asserts domU `id` ran pvguest's `xenbus-test` against the control domain d0's back ends:
+/// every check passed, its console-ring lines were printed once each by the back end after
+/// it attached the domain, and the back end counted its store requests and console lines.
+pub fn assert_xenbus_domu(report: &RunReport, id: u32) {
+    let lines = guest_lines(report, id);
+    for check in XENBUS_CHECKS {
+        let want = format!("xenbus: {check} ok");
+        assert!(
+            lines.contains(&want.as_str()),
+            "d{id} did not print {want:?}\n{}",
+            report.describe()
+        );
+    }
+    let failed: Vec<&&str> = lines.iter().filter(|l| l.contains("FAILED")).collect();
+    assert!(
+        failed.is_empty(),
+        "d{id} failed checks: {failed:?}\n{}",
+        report.describe()
+    );
+    // The console-ring lines appear once each: printed by the back end, not by the domU
+    // itself through console_io (the back end's count below says it printed them).
+    let attached = format!("(d0) backend: d{id}: store port ");
+    let attached_at = report
+        .lines
+        .iter()
+        .position(|l| l.starts_with(&attached))
+        .unwrap_or_else(|| panic!("the back end never attached d{id}\n{}", report.describe()));
+    for text in xenbus_console_lines(id) {
+        let line = format!("(d{id}) {text}");
+        let at = report.lines.iter().position(|l| *l == line);
+        assert!(
+            at.is_some_and(|at| at > attached_at),
+            "{line:?} not printed after the back end attached d{id}\n{}",
+            report.describe()
+        );
+        let count = report.lines.iter().filter(|l| **l == line).count();
+        assert_eq!(
+            count,
+            1,
+            "{line:?} appears {count} times\n{}",
+            report.describe()
+        );
+    }
+    let served = format!("backend: d{id}: ");
+    let d0 = guest_lines(report, 0);
+    let summary = d0
+        .iter()
+        .find(|l| l.starts_with(&served) && l.contains(" store requests served, "))
+        .unwrap_or_else(|| panic!("no back-end summary for d{id}\n{}", report.describe()));
+    assert!(
+        number_after(summary, &served).is_some_and(|n| n >= 15),
+        "too few store requests: {summary:?}\n{}",
+        report.describe()
+    );
+    assert_eq!(
+        number_after(summary, "served, "),
+        Some(3),
+        "console lines: {summary:?}\n{}",
+        report.describe()
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::number_after;

@@ -11,6 +11,7 @@
 
 use hv_tests::{
     assert_frames_balance, assert_power_off, boot_pvguests, guest_lines, hv_line, TempDir,
+    XENBUS_CHECKS,
 };
 
 /// Every case and how it must be refused (the text after `refused `).
@@ -40,17 +41,6 @@ const CASES: &[(&str, &str)] = &[
     ),
     ("xs_random_bytes", "with an error reply ("),
     ("xs_garbage_path", "with an error reply ("),
-];
-
-/// The xenbus checks the honest domU must pass.
-const XENBUS_CHECKS: [&str; 7] = [
-    "read domid",
-    "write and read back",
-    "mkdir and directory",
-    "watch event",
-    "other domain refused",
-    "transaction conflict",
-    "console ring",
 ];
 
 #[test]

@@ -2,15 +2,16 @@
 //! pvguest image started at its PHYS32 entry passes its PVH selftest through `vmcall`
 //! hypercalls, an HVM guest that triple-faults is crashed while a PV domain keeps running,
 //! an HVM and a PV domain exchange events (the HVM side through its callback vector) and
-//! grants (the HVM side granting its guest frames), and the test boot sector (`bootsector/`)
+//! grants (the HVM side granting its guest frames), an HVM domU uses xenstore and its console
+//! ring through a PV control domain's back ends, and the test boot sector (`bootsector/`)
 //! prints through the emulated COM1 in real mode, again after switching to protected mode,
 //! and again after an MMIO load under 32-bit paging (which hv emulates by walking the
 //! guest's page tables), then halts, which powers its domain off.
 
 use hv_tests::{
     assert_checks_passed, assert_frames_balance, assert_guest_line, assert_pingpong,
-    assert_power_off, assert_selftest_passed, bochs, boot, bootsector_image, guest_lines, hv_line,
-    pvguest_image, TempDir, GRANTER_CHECKS, MAPPER_CHECKS,
+    assert_power_off, assert_selftest_passed, assert_xenbus_domu, bochs, boot, bootsector_image,
+    guest_lines, hv_line, pvguest_image, TempDir, GRANTER_CHECKS, MAPPER_CHECKS,
 };
 use xtask::runner::RunReport;
 
@@ -162,4 +163,29 @@ fn a_bad_boot_sector_skips_only_that_domain() {
     assert_frames_balance(&report);
     // A domain that could not be built makes the run a failure; hv still powers off.
     assert_power_off(&report, 1);
+}
+
+#[test]
+fn an_hvm_domu_uses_xenstore_and_its_console_ring() {
+    let dir = TempDir::new("hvm-xenstore").expect("temp dir");
+    let report = boot_bochs(
+        &dir,
+        "[[domain]]\nname = \"backends\"\nkernel = KERNEL\nmemory = \"32M\"\n\
+         privileged = true\ncmdline = \"backend\"\n\n\
+         [[domain]]\nname = \"front-hvm\"\ntype = \"pvh\"\nkernel = KERNEL\nmemory = \"16M\"\n\
+         cmdline = \"xenbus-test other=2\"\n\n\
+         [[domain]]\nname = \"front-pv\"\nkernel = KERNEL\nmemory = \"16M\"\n\
+         cmdline = \"xenbus-test other=1\"\n",
+    );
+    // The HVM domU's rings are guest frames in its special pages, below 0xff000000.
+    hv_line(
+        &report,
+        "d1: rings for d0: store frame 0xfeffe port 1, console frame 0xfefff port 2",
+    );
+    for id in [1, 2] {
+        assert_xenbus_domu(&report, id);
+    }
+    assert_guest_line(&report, 0, "backend: SUCCESS");
+    assert_frames_balance(&report);
+    assert_power_off(&report, 0);
 }

@@ -47,8 +47,9 @@ impl Sink {
         match rings {
             _ if privileged => Sink::Hypercall,
             _ if hvm => Sink::Uart,
+            // A PV domU's frame numbers are machine frames.
             Some(r) => Sink::Ring {
-                mfn: r.console_mfn,
+                mfn: r.console_frame,
                 port: r.console_port,
             },
             None => Sink::Hypercall,
@@ -227,9 +228,9 @@ mod tests {
     #[test]
     fn sinks_follow_privilege_kind_and_rings() {
         let rings = Rings {
-            store_mfn: 1,
+            store_frame: 1,
             store_port: 1,
-            console_mfn: 0x1234,
+            console_frame: 0x1234,
             console_port: 2,
         };
         assert_eq!(Sink::for_domain(true, false, None), Sink::Hypercall);

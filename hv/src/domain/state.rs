@@ -158,17 +158,18 @@ impl HvmParams {
     }
 }
 
-/// A PV domU's xenstore and console rings, as `start_info` gives them to it and
-/// `HVMOP_get_param` to the control domain: machine frames (a PV guest's frame numbers) and
-/// the domU's unbound ports for the control domain.
+/// A domU's xenstore and console rings, as `start_info` (PV) or `HVMOP_get_param` gives
+/// them to it and `HVMOP_get_param` to the control domain: frame numbers as the domU names
+/// them (machine frames for a PV domain, guest frames for an HVM one) and the domU's
+/// unbound ports for the control domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rings {
-    /// Machine frame of the xenstore ring.
-    pub store_mfn: u64,
+    /// Frame number of the xenstore ring.
+    pub store_frame: u64,
     /// The domU's port for the xenstore ring.
     pub store_port: u32,
-    /// Machine frame of the console ring.
-    pub console_mfn: u64,
+    /// Frame number of the console ring.
+    pub console_frame: u64,
     /// The domU's port for the console ring.
     pub console_port: u32,
 }

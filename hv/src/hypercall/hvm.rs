@@ -39,9 +39,9 @@ pub(super) fn hvm_op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
             let rings = dom.rings;
             param.value = match (HvmParam::try_from(param.index), dom.hvm) {
                 (Ok(HvmParam::CallbackIrq), Some(hvm)) => hvm.callback_irq,
-                (Ok(HvmParam::StorePfn), _) => rings.map_or(0, |r| r.store_mfn),
+                (Ok(HvmParam::StorePfn), _) => rings.map_or(0, |r| r.store_frame),
                 (Ok(HvmParam::StoreEvtchn), _) => rings.map_or(0, |r| r.store_port.into()),
-                (Ok(HvmParam::ConsolePfn), _) => rings.map_or(0, |r| r.console_mfn),
+                (Ok(HvmParam::ConsolePfn), _) => rings.map_or(0, |r| r.console_frame),
                 (Ok(HvmParam::ConsoleEvtchn), _) => rings.map_or(0, |r| r.console_port.into()),
                 _ => return Err(Errno::EINVAL),
             };
@@ -101,9 +101,9 @@ mod tests {
     const VECTOR: u64 = 2 << 56;
 
     const RINGS: Rings = Rings {
-        store_mfn: 0x4321,
+        store_frame: 0x4321,
         store_port: 1,
-        console_mfn: 0x4322,
+        console_frame: 0x4322,
         console_port: 2,
     };
 

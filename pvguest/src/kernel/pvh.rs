@@ -10,7 +10,8 @@
 //! instead (the hypervisor must crash only this domain).
 //!
 //! After the checks, `bench` measures the PVH figures (hypercalls through `vmcall`),
-//! `grant role=granter ...` grants pages of its own (guest frames) to a PV mapper, and a
+//! `grant role=granter ...` grants pages of its own (guest frames) to a PV mapper,
+//! `xenbus-test` uses xenstore and its console ring (found with `HVMOP_get_param`), and a
 //! `pingpong` command line runs the same ping-pong as a PV domain,
 //! with events delivered the HVM way: an IDT gate at [`CALLBACK_VECTOR`] registered with
 //! `HVM_PARAM_CALLBACK_IRQ`, whose handler runs the same event dispatch as the PV upcall,
@@ -53,6 +54,10 @@ pvh_start32:
     /* PML4[0] -> PDPT, PDPT[0] -> PD, PD[i] = i * 2 MiB (present, writable, large). */
     movl $pvh_pdpt + 3, pvh_pml4
     movl $pvh_pd + 3, pvh_pdpt
+    /* PDPT[3] -> PD_HI, PD_HI[503] = the 2 MiB at 0xfee00000, where the hypervisor puts the
+       special pages (xenstore and console rings) just below 0xff000000. */
+    movl $pvh_pd_hi + 3, pvh_pdpt + 24
+    movl $0xfee00083, pvh_pd_hi + 503 * 8
     xorl %ecx, %ecx
 1:  movl %ecx, %eax
     shll $21, %eax
@@ -131,6 +136,7 @@ pvh_gdt_ptr:
 pvh_pml4: .skip 4096
 pvh_pdpt: .skip 4096
 pvh_pd: .skip 4096
+pvh_pd_hi: .skip 4096
 pvh_stack: .skip 32768
 pvh_stack_top:
     .text
@@ -275,6 +281,40 @@ impl super::pair::GranterPages for PvhPages {
     }
 }
 
+/// A PVH domU's rings: guest frames and ports from `HVMOP_get_param`, at the addresses the
+/// boot page tables map them (identity: the first GiB, and the special pages below
+/// 0xff000000).
+fn ring_places() -> Result<super::xenbus_test::RingPlaces, alloc::string::String> {
+    let hc = pv::hypercalls();
+    let param = |index| {
+        hc.hvm_get_param(index)
+            .map_err(|e| alloc::format!("get_param({index:?}): {e}"))
+    };
+    let port = |index| {
+        param(index).and_then(|v| u32::try_from(v).map_err(|_| alloc::format!("{index:?} {v:#x}")))
+    };
+    let mapped = |index| {
+        param(index).and_then(|pfn| match pfn << 12 {
+            va @ (0x1000..0x4000_0000 | 0xfee0_0000..0xff00_0000) => Ok(va),
+            va => Err(alloc::format!("{index:?} at {va:#x} is not mapped")),
+        })
+    };
+    let places = super::xenbus_test::RingPlaces {
+        store_va: mapped(HvmParam::StorePfn)?,
+        store_port: port(HvmParam::StoreEvtchn)?,
+        console_va: mapped(HvmParam::ConsolePfn)?,
+        console_port: port(HvmParam::ConsoleEvtchn)?,
+    };
+    println!(
+        "xenbus: store ring pfn {:#x} port {}, console ring pfn {:#x} port {}",
+        places.store_va >> 12,
+        places.store_port,
+        places.console_va >> 12,
+        places.console_port
+    );
+    Ok(places)
+}
+
 /// One PVH selftest check.
 type Check = fn(&HvmStartInfo) -> CheckResult;
 
@@ -386,6 +426,15 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
                 pv::shutdown(ShutdownReason::Crash)
             }
             let ok = super::pair::grant_as_granter(&mut PvhPages { used: 0 }, args);
+            pv::shutdown(if ok {
+                ShutdownReason::Poweroff
+            } else {
+                ShutdownReason::Crash
+            })
+        }
+        Ok(Mode::XenbusTest(args)) => {
+            let places = enable_events().and_then(|()| ring_places());
+            let ok = super::xenbus_test::run_on(places, args);
             pv::shutdown(if ok {
                 ShutdownReason::Poweroff
             } else {

@@ -1,5 +1,6 @@
 //! `xenbus-test`: a domU's xenstore checks through the front-end library's xenbus client on
-//! the store ring `start_info` names (the checks themselves are `pvguest::xenbus_test`), then
+//! its store ring (a PV domU finds it in `start_info`, a PVH one with `HVMOP_get_param`; the
+//! checks themselves are `pvguest::xenbus_test`), then
 //! three lines of output through its console ring, for the control domain's console back end
 //! to print. One `xenbus: <check> ok|FAILED` line per check and a verdict.
 
@@ -42,10 +43,28 @@ impl Checks {
     }
 }
 
-/// Runs the mode; returns whether every check passed.
+/// Where a domU's rings are: their addresses in this kernel and their ports.
+pub struct RingPlaces {
+    /// The xenstore ring page's address.
+    pub store_va: u64,
+    /// Its event channel.
+    pub store_port: u32,
+    /// The console ring page's address.
+    pub console_va: u64,
+    /// Its event channel.
+    pub console_port: u32,
+}
+
+/// Runs the mode as a PV domU (rings from `start_info`); returns whether every check passed.
 pub fn run(k: &mut Kernel, args: XenbusTestArgs) -> bool {
+    let mut window = Window::default();
+    run_on(pv_places(k, &mut window), args)
+}
+
+/// Runs the mode on the rings `places` found (or why not); returns whether every check passed.
+pub fn run_on(places: Result<RingPlaces, String>, args: XenbusTestArgs) -> bool {
     let mut checks = Checks { failed: 0 };
-    if let Err(why) = checks_on_rings(k, args, &mut checks) {
+    if let Err(why) = places.and_then(|p| checks_on_rings(p, args, &mut checks)) {
         checks.report("set up", Err(why));
     }
     let success = checks.failed == 0;
@@ -53,22 +72,29 @@ pub fn run(k: &mut Kernel, args: XenbusTestArgs) -> bool {
     success
 }
 
-fn checks_on_rings(k: &mut Kernel, args: XenbusTestArgs, checks: &mut Checks) -> CheckResult {
-    events::init_timer()?;
-    let mut window = Window::default();
+/// A PV domU's rings: machine frames from `start_info`, mapped in `window`.
+fn pv_places(k: &mut Kernel, window: &mut Window) -> Result<RingPlaces, String> {
     let (store_mfn, store_port) = (k.si.store_mfn, k.si.store_evtchn);
     let console = k.si.console.dom_u();
     println!(
         "xenbus: store ring mfn {store_mfn:#x} port {store_port}, console ring mfn {:#x} port {}",
         console.mfn, console.evtchn
     );
-    let store_va = window.map_frame(k, store_mfn)?;
-    let console_va = window.map_frame(k, console.mfn)?;
-    let store = RingPort::bind(store_port, WAIT_NS)?;
-    let console_port = RingPort::bind(console.evtchn, WAIT_NS)?;
+    Ok(RingPlaces {
+        store_va: window.map_frame(k, store_mfn)?,
+        store_port,
+        console_va: window.map_frame(k, console.mfn)?,
+        console_port: console.evtchn,
+    })
+}
+
+fn checks_on_rings(p: RingPlaces, args: XenbusTestArgs, checks: &mut Checks) -> CheckResult {
+    events::init_timer()?;
+    let store = RingPort::bind(p.store_port, WAIT_NS)?;
+    let console_port = RingPort::bind(p.console_port, WAIT_NS)?;
     // SAFETY: `store_va` maps the store ring page for the rest of the run; only the client
     // reaches it, through raw pointers.
-    let mut xb = unsafe { Xenbus::new(store_va as *mut XenstoreDomainInterface, store) };
+    let mut xb = unsafe { Xenbus::new(p.store_va as *mut XenstoreDomainInterface, store) };
     let domid = read_domid(&mut xb);
     checks.report(
         "read domid",
@@ -80,7 +106,7 @@ fn checks_on_rings(k: &mut Kernel, args: XenbusTestArgs, checks: &mut Checks) ->
     });
     checks.report(
         "console ring",
-        console_ring(console_va as *mut XenconsInterface, console_port, domid),
+        console_ring(p.console_va as *mut XenconsInterface, console_port, domid),
     );
     Ok(())
 }

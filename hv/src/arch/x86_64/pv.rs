@@ -238,6 +238,42 @@ fn fail(args: core::fmt::Arguments<'_>) -> BuildFailure {
     BuildFailure(s)
 }
 
+/// Allocates domain-being-built's unbound ports for `peer` (the control domain) for its
+/// xenstore and console rings at frame numbers `store` and `console` (as the domain names
+/// them: machine frames for PV, guest frames for HVM).
+pub(super) fn ring_ports(
+    evtchn: &mut EvtchnTable,
+    peer: u16,
+    store: u64,
+    console: u64,
+) -> Result<Rings, BuildFailure> {
+    let mut port = || {
+        evtchn
+            .alloc_unbound(peer)
+            .map_err(|e| fail(format_args!("allocating a ring port: {e:?}")))
+    };
+    Ok(Rings {
+        store_frame: store,
+        store_port: port()?,
+        console_frame: console,
+        console_port: port()?,
+    })
+}
+
+/// Grants `peer` the rings of domain `id` (built, with its grant table) in the reserved
+/// entries Xen's toolstack uses (console 0, xenstore 1), and logs them.
+pub(super) fn grant_rings(id: u16, peer: u16, r: Rings) -> Result<(), BuildFailure> {
+    let grant = |gref, frame| super::gnttab::grant_to(id, gref, Mfn(frame), peer, false);
+    grant(GNTTAB_RESERVED_CONSOLE, r.console_frame)
+        .and_then(|()| grant(GNTTAB_RESERVED_XENSTORE, r.store_frame))
+        .map_err(|e| fail(format_args!("granting the rings: {e:?}")))?;
+    info!(
+        "d{id}: rings for d{peer}: store frame {:#x} port {}, console frame {:#x} port {}",
+        r.store_frame, r.store_port, r.console_frame, r.console_port
+    );
+    Ok(())
+}
+
 /// Builds domain `id` from its bundle record and queues it to run. A PV domain other than
 /// `control` (the control domain, if any) gets xenstore and console rings for it.
 ///
@@ -259,10 +295,11 @@ pub fn build_domain(
             hypercall_abi::xen::XEN_LEGACY_MAX_VCPUS
         )));
     }
+    let ring_peer = control.filter(|&c| c != id);
     let hvm = match spec.kind {
         DomainKind::Pv => None,
-        DomainKind::Pvh => Some(super::vmx::build_pvh_domain(id, spec)),
-        DomainKind::Hvm => Some(super::vmx::build_boot_sector_domain(id, spec)),
+        DomainKind::Pvh => Some(super::vmx::build_pvh_domain(id, spec, ring_peer)),
+        DomainKind::Hvm => Some(super::vmx::build_boot_sector_domain(id, spec, ring_peer)),
     };
     if let Some(built) = hvm {
         RUNTIME.lock().domains.push(built.map_err(BuildFailure)?);
@@ -276,7 +313,6 @@ pub fn build_domain(
     let nr_pages = spec.memory_kib / 4;
     let max_pages = spec.max_memory_kib / 4;
     let owner = Owner::Domain(id);
-    let ring_peer = control.filter(|&c| c != id);
     let nr_rings = if ring_peer.is_some() { 2 } else { 0 };
     let mut p2m = Vec::new();
     p2m.try_reserve_exact((nr_pages + nr_rings) as usize)
@@ -341,20 +377,10 @@ pub fn build_domain(
         0
     };
     let mut evtchn = EvtchnTable::new(spec.vcpus);
-    let mut rings = None;
-    if let (Some(peer), &[store_mfn, console_mfn]) = (ring_peer, ring_mfns.as_slice()) {
-        let mut port = || {
-            evtchn
-                .alloc_unbound(peer)
-                .map_err(|e| fail(format_args!("allocating a ring port: {e:?}")))
-        };
-        rings = Some(Rings {
-            store_mfn,
-            store_port: port()?,
-            console_mfn,
-            console_port: port()?,
-        });
-    }
+    let rings = match (ring_peer, ring_mfns.as_slice()) {
+        (Some(peer), &[store, console]) => Some(ring_ports(&mut evtchn, peer, store, console)?),
+        _ => None,
+    };
     let ring = |mfn, evtchn| RingPage {
         mfn: Mfn(mfn),
         evtchn,
@@ -368,8 +394,8 @@ pub fn build_domain(
         cmdline: spec.cmdline,
         module: spec.module,
         shared_info_mfn: Mfn(shared_mfn),
-        store: rings.map(|r| ring(r.store_mfn, r.store_port)),
-        console: rings.map(|r| ring(r.console_mfn, r.console_port)),
+        store: rings.map(|r| ring(r.store_frame, r.store_port)),
+        console: rings.map(|r| ring(r.console_frame, r.console_port)),
         hv_l4_slots: &slots,
     };
     let built = build_pv(&image, &mut BuildMem { p2m: &p2m }, &params)
@@ -418,25 +444,10 @@ pub fn build_domain(
         return Err(fail(format_args!("creating the grant table: {e:?}")));
     }
     if let (Some(peer), Some(r)) = (ring_peer, rings) {
-        let granted =
-            super::gnttab::grant_to(id, GNTTAB_RESERVED_CONSOLE, Mfn(r.console_mfn), peer, false)
-                .and_then(|()| {
-                    super::gnttab::grant_to(
-                        id,
-                        GNTTAB_RESERVED_XENSTORE,
-                        Mfn(r.store_mfn),
-                        peer,
-                        false,
-                    )
-                });
-        if let Err(e) = granted {
+        if let Err(e) = grant_rings(id, peer, r) {
             super::mmu::teardown(&mut dom);
-            return Err(fail(format_args!("granting the rings: {e:?}")));
+            return Err(e);
         }
-        info!(
-            "d{id}: rings for d{peer}: store mfn {:#x} port {}, console mfn {:#x} port {}",
-            r.store_mfn, r.store_port, r.console_mfn, r.console_port
-        );
     }
     info!(
         "d{id}: built: {} pages, entry {:#x}, start_info {:#x}, {} page-table frames",

@@ -517,7 +517,11 @@ impl GuestPhysMemory for BuildPages<'_> {
 }
 
 /// Builds PVH domain `id` from its ELF image's `PHYS32_ENTRY` (see [`build_hvm_domain`]).
-pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
+pub fn build_pvh_domain(
+    id: u16,
+    spec: &DomainSpec<'_>,
+    ring_peer: Option<u16>,
+) -> Result<Domain, String> {
     let image = XenImage::parse(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
     let kernel = PvhKernel::from_image(&image).map_err(|e| fail(format_args!("{e}")))?;
     let flags = if spec.privileged {
@@ -530,7 +534,7 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
         cmdline: spec.cmdline,
         module: spec.module,
     };
-    build_hvm_domain(id, spec, |mem, memmap| {
+    build_hvm_domain(id, spec, ring_peer, |mem, memmap| {
         let (layout, start) = build_pvh(mem, memmap, &kernel, &params)
             .map_err(|e| fail(format_args!("building: {e}")))?;
         let what = alloc::format!(
@@ -544,12 +548,16 @@ pub fn build_pvh_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String
 
 /// Builds HVM domain `id` from a boot sector, started in real mode at 0x7c00 with no BIOS
 /// (see [`build_hvm_domain`] and [`build_real_mode`]).
-pub fn build_boot_sector_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
+pub fn build_boot_sector_domain(
+    id: u16,
+    spec: &DomainSpec<'_>,
+    ring_peer: Option<u16>,
+) -> Result<Domain, String> {
     check_boot_sector(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
     if spec.module.is_some() || !spec.cmdline.is_empty() {
         warn!("d{id}: a boot sector gets no command line or module: ignoring them");
     }
-    build_hvm_domain(id, spec, |mem, memmap| {
+    build_hvm_domain(id, spec, ring_peer, |mem, memmap| {
         let start = build_real_mode(mem, memmap, spec.kernel)
             .map_err(|e| fail(format_args!("building: {e}")))?;
         let what = alloc::format!(
@@ -568,6 +576,7 @@ pub fn build_boot_sector_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain
 fn build_hvm_domain(
     id: u16,
     spec: &DomainSpec<'_>,
+    ring_peer: Option<u16>,
     load: impl FnOnce(&mut BuildPages<'_>, &GuestMemmap) -> Result<(VcpuStartState, String), String>,
 ) -> Result<Domain, String> {
     enable()?;
@@ -578,11 +587,14 @@ fn build_hvm_domain(
         )));
     }
     let nr_pages = spec.memory_kib / 4;
-    let memmap = GuestMemmap::pc(nr_pages, 0).map_err(|e| fail(format_args!("{e}")))?;
+    // A domU with a control domain gets its xenstore and console rings as two special pages
+    // (reserved in its memory map, outside its RAM and its p2m, mapped by EPT alone).
+    let special = if ring_peer.is_some() { 2 } else { 0 };
+    let memmap = GuestMemmap::pc(nr_pages, special).map_err(|e| fail(format_args!("{e}")))?;
     let ram_end = memmap
         .regions()
         .iter()
-        .filter(|r| r.backed())
+        .filter(|r| r.kind == RegionKind::Ram)
         .map(|r| r.end)
         .max()
         .unwrap_or(0);
@@ -597,6 +609,7 @@ fn build_hvm_domain(
     let mut ept_mem = EptFrames { domid: id };
     let mut ept = Ept::new(&mut ept_mem).map_err(|e| fail(format_args!("EPT: {e:?}")))?;
     let shared_mfn;
+    let mut special_pages = Vec::new();
     {
         let mut frames = start::FRAMES.lock();
         let frames = frames
@@ -605,17 +618,14 @@ fn build_hvm_domain(
         if frames.free_frames() < nr_pages + 8 {
             return Err(fail(format_args!("needs {} pages", nr_pages + 8)));
         }
-        for r in memmap
-            .regions()
-            .iter()
-            .filter(|r| r.kind == RegionKind::Ram)
-        {
+        for r in memmap.regions().iter().filter(|r| r.backed()) {
             for gfn in r.start / PAGE_SIZE..r.end / PAGE_SIZE {
                 let mfn = frames
                     .alloc(0, owner)
                     .map_err(|e| fail(format_args!("allocating memory: {e:?}")))?;
-                if let Some(slot) = p2m.get_mut(gfn as usize) {
-                    *slot = mfn.0;
+                match (r.kind, p2m.get_mut(gfn as usize)) {
+                    (RegionKind::Ram, Some(slot)) => *slot = mfn.0,
+                    _ => special_pages.push((gfn, mfn.0)),
                 }
             }
         }
@@ -624,12 +634,17 @@ fn build_hvm_domain(
             .map_err(|e| fail(format_args!("allocating shared info: {e:?}")))?
             .0;
     }
-    for (gfn, &mfn) in p2m.iter().enumerate().filter(|(_, &m)| m != INVALID_MFN) {
+    let ram = p2m
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m != INVALID_MFN)
+        .map(|(gfn, &mfn)| (gfn as u64, mfn));
+    for (gfn, mfn) in ram.chain(special_pages.iter().copied()) {
         // SAFETY: a frame just allocated to this domain, in the direct map; scrubbed so a
         // previous owner's data cannot leak.
         unsafe { core::ptr::write_bytes(phys_to_virt(mfn * PAGE_SIZE), 0, PAGE_BYTES) };
-        start::set_m2p(mfn, gfn as u64);
-        ept.map(&mut ept_mem, Gfn(gfn as u64), Mfn(mfn), 1, EptPerm::RWX)
+        start::set_m2p(mfn, gfn);
+        ept.map(&mut ept_mem, Gfn(gfn), Mfn(mfn), 1, EptPerm::RWX)
             .map_err(|e| fail(format_args!("EPT: {e:?}")))?;
     }
     // SAFETY: the shared-info frame belongs to this domain alone and lives as long as it.
@@ -679,6 +694,13 @@ fn build_hvm_domain(
         flush_ept(&caps, ept.eptp());
     }
 
+    let mut evtchn = EvtchnTable::new(1);
+    let rings = match (ring_peer, special_pages.as_slice()) {
+        (Some(peer), &[(store, _), (console, _)]) => {
+            Some(super::pv::ring_ports(&mut evtchn, peer, store, console).map_err(|e| e.0)?)
+        }
+        _ => None,
+    };
     let mut dom = Domain {
         id,
         name: String::from(spec.name),
@@ -690,15 +712,18 @@ fn build_hvm_domain(
         shared_info_mfn: shared_mfn,
         shared,
         vcpus: Vec::new(),
-        evtchn: EvtchnTable::new(1),
+        evtchn,
         console_line: Vec::new(),
-        rings: None,
+        rings,
         hvm: Some(HvmParams::default()),
-        console_in: InputQueue::new(Sink::for_domain(spec.privileged, true, None)),
+        console_in: InputQueue::new(Sink::for_domain(spec.privileged, true, rings)),
     };
     dom.vcpus.push(Vcpu::new(0, crate::regs::Regs::default()));
     super::gnttab::add_domain(id, spec.privileged)
         .map_err(|e| fail(format_args!("creating the grant table: {e:?}")))?;
+    if let (Some(peer), Some(r)) = (ring_peer, rings) {
+        super::pv::grant_rings(id, peer, r).map_err(|e| e.0)?;
+    }
     EPTS.lock().push((id, ept));
     DOMAINS.lock().push(HvmDomain {
         domid: id,
