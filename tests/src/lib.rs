@@ -266,13 +266,14 @@ pub const GRANTER_CHECKS: [&str; 6] = [
     "end access after unmap",
     "end read-only access",
 ];
-pub const MAPPER_CHECKS: [&str; 8] = [
+pub const MAPPER_CHECKS: [&str; 9] = [
     "map read-write grant",
     "granter's pattern",
     "unmap",
     "copy read-only grant",
     "map read-only grant writable refused",
     "map out-of-range ref refused",
+    "map at an impossible address refused",
     "map again and hold",
     "unmap held mapping",
 ];

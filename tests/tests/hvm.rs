@@ -2,7 +2,7 @@
 //! pvguest image started at its PHYS32 entry passes its PVH selftest through `vmcall`
 //! hypercalls, an HVM guest that triple-faults is crashed while a PV domain keeps running,
 //! an HVM and a PV domain exchange events (the HVM side through its callback vector) and
-//! grants (the HVM side granting its guest frames), an HVM domU uses xenstore and its console
+//! grants (either side HVM: granting guest frames, or mapping into its EPT), an HVM domU uses xenstore and its console
 //! ring through a PV control domain's back ends, and the test boot sector (`bootsector/`)
 //! prints through the emulated COM1 in real mode, again after switching to protected mode,
 //! and again after an MMIO load under 32-bit paging (which hv emulates by walking the
@@ -94,15 +94,18 @@ fn hvm_and_pv_domains_exchange_events() {
     assert_power_off(&report, 0);
 }
 
-#[test]
-fn an_hvm_domain_grants_pages_to_a_pv_domain() {
+/// A `grant` pair under Bochs: d0 (of TOML type `granter`) grants, d1 (`mapper`) maps,
+/// checks and copies; every check on both sides passes and frames balance.
+fn grant_pair(granter: &str, mapper: &str) {
     let dir = TempDir::new("hvm-pv-grants").expect("temp dir");
     let report = boot_bochs(
         &dir,
-        "[[domain]]\nname = \"hvm\"\ntype = \"pvh\"\nkernel = KERNEL\nmemory = \"16M\"\n\
-         cmdline = \"grant role=granter peer=1 port=1 rw=8 ro=9\"\n\n\
-         [[domain]]\nname = \"pv\"\nkernel = KERNEL\nmemory = \"16M\"\n\
-         cmdline = \"grant role=mapper peer=0 port=1 rw=8 ro=9\"\n",
+        &format!(
+            "[[domain]]\nname = \"granter\"\ntype = \"{granter}\"\nkernel = KERNEL\n\
+             memory = \"16M\"\ncmdline = \"grant role=granter peer=1 port=1 rw=8 ro=9\"\n\n\
+             [[domain]]\nname = \"mapper\"\ntype = \"{mapper}\"\nkernel = KERNEL\n\
+             memory = \"16M\"\ncmdline = \"grant role=mapper peer=0 port=1 rw=8 ro=9\"\n"
+        ),
     );
     assert_guest_line(
         &report,
@@ -113,6 +116,17 @@ fn an_hvm_domain_grants_pages_to_a_pv_domain() {
     assert_checks_passed(&report, 1, "grant", &MAPPER_CHECKS);
     assert_frames_balance(&report);
     assert_power_off(&report, 0);
+}
+
+#[test]
+fn an_hvm_domain_grants_pages_to_a_pv_domain() {
+    grant_pair("pvh", "pv");
+}
+
+/// The HVM side maps at guest-physical addresses (its EPT), as in Xen.
+#[test]
+fn a_pv_domain_grants_pages_to_an_hvm_domain() {
+    grant_pair("pv", "pvh");
 }
 
 #[test]

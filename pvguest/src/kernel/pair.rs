@@ -34,6 +34,9 @@ const STEP_TIMEOUT_NS: u64 = 10_000_000_000;
 const QUIET_NS: u64 = 20_000_000;
 /// A grant reference beyond any table hv gives a domain.
 const OUT_OF_RANGE_REF: GrantRef = 1 << 24;
+/// Where no grant can be mapped: inside Xen's reserved virtual range (a PV guest's
+/// `host_addr`) and beyond 48-bit guest-physical addresses (a PVH guest's).
+const IMPOSSIBLE_ADDR: u64 = 0xffff_8200_0000_0000;
 
 /// Events the peer's port delivered, counted by its handler.
 static PEER_EVENTS: AtomicU32 = AtomicU32::new(0);
@@ -265,7 +268,13 @@ pub fn grant(k: &mut Kernel, args: GrantArgs) -> bool {
             };
             granter(&mut pages, args, &mut checks)
         }
-        (Role::Client, Then::Finish) => mapper(k, args, &mut window, &mut checks),
+        (Role::Client, Then::Finish) => {
+            let mut pages = PvPages {
+                k,
+                window: &mut window,
+            };
+            mapper(&mut pages, args, &mut checks)
+        }
         (Role::Server, then) => granter_death(k, args, then, &mut window, &mut checks),
         (Role::Client, then) => mapper_death(k, args, then, &mut window, &mut checks),
     };
@@ -275,13 +284,14 @@ pub fn grant(k: &mut Kernel, args: GrantArgs) -> bool {
     checks.verdict()
 }
 
-/// `grant role=granter` with the table and pages `pages` gives (a PVH guest's own), for a
-/// kernel without the PV memory management; the other roles and `then=` need it.
-pub fn grant_as_granter(pages: &mut impl GranterPages, args: GrantArgs) -> bool {
+/// `grant` with the table and pages `pages` gives (a PVH guest's own), for a kernel
+/// without the PV memory management; `then=` needs it.
+pub fn grant_with_pages(pages: &mut impl GrantPages, args: GrantArgs) -> bool {
     let mut checks = Checks { failed: 0 };
     let result = match (args.pair.role, args.then) {
         (Role::Server, Then::Finish) => granter(pages, args, &mut checks),
-        _ => Err("only `role=granter` without `then=` runs here".into()),
+        (Role::Client, Then::Finish) => mapper(pages, args, &mut checks),
+        _ => Err("`then=` does not run here".into()),
     };
     if let Err(e) = result {
         checks.check("run", Err(e));
@@ -289,13 +299,16 @@ pub fn grant_as_granter(pages: &mut impl GranterPages, args: GrantArgs) -> bool 
     checks.verdict()
 }
 
-/// Where a granter's table and granted pages come from.
-pub trait GranterPages {
+/// Where a side of `grant` gets its table and pages.
+pub trait GrantPages {
     /// This domain's grant table (one frame), set up and mapped.
     fn own_table(&mut self) -> Result<GrantTable, String>;
-    /// A page of this domain's own to grant: its frame number (as the grant entry names it)
-    /// and its address. It may be used only by the caller.
+    /// A page of this domain's own: its frame number (as grant entries and grant copies
+    /// name it) and its address. It may be used only by the caller.
     fn fresh_page(&mut self) -> Result<(u64, u64), String>;
+    /// An address to map grants at (`host_addr`: a PV guest's virtual address, a PVH guest's
+    /// guest-physical one), which is also where this kernel reads the mapped page.
+    fn map_slot(&mut self) -> Result<u64, String>;
 }
 
 /// A PV kernel's frames, mapped in its window.
@@ -304,7 +317,7 @@ struct PvPages<'a, 'k> {
     window: &'a mut Window,
 }
 
-impl GranterPages for PvPages<'_, '_> {
+impl GrantPages for PvPages<'_, '_> {
     fn own_table(&mut self) -> Result<GrantTable, String> {
         grants::own_table(self.k, self.window)
     }
@@ -314,10 +327,14 @@ impl GranterPages for PvPages<'_, '_> {
         let va = self.window.map_frame(self.k, frame.mfn)?;
         Ok((frame.mfn, va))
     }
+
+    fn map_slot(&mut self) -> Result<u64, String> {
+        self.window.page(self.k)
+    }
 }
 
 /// Fills a fresh page with `seed`'s pattern; returns its frame number and address.
-fn patterned_frame(pages: &mut impl GranterPages, seed: u64) -> Result<(u64, u64), String> {
+fn patterned_frame(pages: &mut impl GrantPages, seed: u64) -> Result<(u64, u64), String> {
     let (frame, va) = pages.fresh_page()?;
     let mut words = [0u64; PAGE_WORDS];
     fill_pattern(seed, &mut words);
@@ -327,7 +344,7 @@ fn patterned_frame(pages: &mut impl GranterPages, seed: u64) -> Result<(u64, u64
 }
 
 fn granter(
-    pages: &mut impl GranterPages,
+    pages: &mut impl GrantPages,
     args: GrantArgs,
     checks: &mut Checks,
 ) -> Result<(), String> {
@@ -375,16 +392,11 @@ fn granter(
     result
 }
 
-fn mapper(
-    k: &mut Kernel,
-    args: GrantArgs,
-    window: &mut Window,
-    checks: &mut Checks,
-) -> Result<(), String> {
+fn mapper(pages: &mut impl GrantPages, args: GrantArgs, checks: &mut Checks) -> Result<(), String> {
     let hc = pv::hypercalls();
     let dom = args.pair.peer;
     let mut peer = Peer::connect("grant", args.pair)?;
-    let va = window.page(k)?;
+    let va = pages.map_slot()?;
     let result = (|| {
         // SAFETY: `va` is a window page with its L1 in place and nothing mapped or referred
         // to there.
@@ -402,11 +414,10 @@ fn mapper(
             }
         }
 
-        let own = k.mm.alloc_frame()?;
-        let own_va = window.map_frame(k, own.mfn)?;
+        let (own, own_va) = pages.fresh_page()?;
         let mut copy = [GnttabCopy {
             source: GnttabCopyPtr::from_gref(dom, args.ro_ref, 0),
-            dest: GnttabCopyPtr::from_gmfn(DOMID_SELF, own.mfn, 0),
+            dest: GnttabCopyPtr::from_gmfn(DOMID_SELF, own, 0),
             len: 4096,
             flags: GNTCOPY_SOURCE_GREF,
             ..GnttabCopy::default()
@@ -434,6 +445,13 @@ fn mapper(
         checks.check(
             "map out-of-range ref refused",
             refused(beyond, GrantStatus::BadGntref),
+        );
+        // SAFETY: no mapping can exist there (hv's range for PV, beyond any guest-physical
+        // address for PVH): the hypervisor must refuse, and nothing of ours is touched.
+        let nowhere = unsafe { grant::map_grant(&hc, dom, args.rw_ref, IMPOSSIBLE_ADDR, false) };
+        checks.check(
+            "map at an impossible address refused",
+            refused(nowhere, GrantStatus::GeneralError),
         );
         // SAFETY: as for the first map.
         let held = unsafe { grant::map_grant(&hc, dom, args.rw_ref, va, false) };

@@ -10,7 +10,8 @@
 //! instead (the hypervisor must crash only this domain).
 //!
 //! After the checks, `bench` measures the PVH figures (hypercalls through `vmcall`),
-//! `grant role=granter ...` grants pages of its own (guest frames) to a PV mapper,
+//! `grant ...` grants pages of its own (guest frames) or maps others' grants at
+//! guest-physical addresses,
 //! `xenbus-test` uses xenstore and its console ring (found with `HVMOP_get_param`), and a
 //! `pingpong` command line runs the same ping-pong as a PV domain,
 //! with events delivered the HVM way: an IDT gate at [`CALLBACK_VECTOR`] registered with
@@ -223,8 +224,9 @@ pub fn wait_for_event() {
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
 
-/// Pages of the image a PVH granter uses: the first becomes the grant table (its RAM page is
-/// replaced by the table frame through `XENMEM_add_to_physmap`), the others are granted.
+/// Pages of the image the PVH `grant` mode uses: a granter's grant table (its RAM page is
+/// replaced by the table frame through `XENMEM_add_to_physmap`) and granted pages, a
+/// mapper's page to map grants at and page to copy into.
 #[repr(C, align(4096))]
 struct GrantPages(UnsafeCell<[[u8; 4096]; GRANT_PAGES]>);
 // SAFETY: one vCPU; each page is handed out once by `PvhPages` and then used by one owner.
@@ -233,8 +235,8 @@ unsafe impl Sync for GrantPages {}
 const GRANT_PAGES: usize = 3;
 static GRANT_PAGES_AREA: GrantPages = GrantPages(UnsafeCell::new([[0; 4096]; GRANT_PAGES]));
 
-/// A PVH guest's pages for the granter: frame numbers are guest frames (the image is
-/// identity mapped, so a page's frame is its address / 4096).
+/// A PVH guest's pages for `grant`: frame numbers are guest frames (the image is identity
+/// mapped, so a page's frame is its address / 4096).
 struct PvhPages {
     /// Pages handed out so far.
     used: usize,
@@ -252,7 +254,7 @@ impl PvhPages {
     }
 }
 
-impl super::pair::GranterPages for PvhPages {
+impl super::pair::GrantPages for PvhPages {
     fn own_table(&mut self) -> Result<pvguest::front::grant::GrantTable, alloc::string::String> {
         let va = self.next_page()?;
         let mut arg = XenAddToPhysmap {
@@ -278,6 +280,12 @@ impl super::pair::GranterPages for PvhPages {
     fn fresh_page(&mut self) -> Result<(u64, u64), alloc::string::String> {
         let va = self.next_page()?;
         Ok((va >> 12, va))
+    }
+
+    /// A page of the image: the hypervisor maps the grant at its guest-physical address
+    /// (which the identity map makes its virtual one too) and puts the RAM back on unmap.
+    fn map_slot(&mut self) -> Result<u64, alloc::string::String> {
+        self.next_page()
     }
 }
 
@@ -425,7 +433,7 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
                 println!("pvguest: PVH: {e}");
                 pv::shutdown(ShutdownReason::Crash)
             }
-            let ok = super::pair::grant_as_granter(&mut PvhPages { used: 0 }, args);
+            let ok = super::pair::grant_with_pages(&mut PvhPages { used: 0 }, args);
             pv::shutdown(if ok {
                 ShutdownReason::Poweroff
             } else {

@@ -25,8 +25,8 @@ use spin::Mutex;
 use super::mmu::{flush_all, DirectMem};
 use super::paging::{hv_l4_slots, phys_to_virt};
 use super::start::FRAMES;
-use super::vmx::FrameNumber;
-use crate::domain::state::Domain;
+use super::vmx::{FrameNumber, GrantPhysmapError};
+use crate::domain::state::{Domain, INVALID_MFN};
 use crate::gnttab::{
     FrameRefs, FrameRefused, GnttabError, GrantConfig, GrantTables, GrantUnmap, GuestFrames,
     PageCopy, Released, SharedEntries, GRANT_TABLE_VERSION,
@@ -284,6 +284,7 @@ pub fn grant_table_op(
         caller: dom.id,
         // Mappings go into the address space the vCPU runs in now, as `update_va_mapping`.
         root: dom.vcpus.get(vcpu).and_then(|v| v.pv.active_root()),
+        hvm_p2m: dom.hvm.is_some().then_some(dom.p2m.as_slice()),
         mem,
     };
     match op {
@@ -309,7 +310,25 @@ struct Call<'c, 'a, 'f> {
     env: Env<'a, 'f>,
     caller: DomId,
     root: Option<Mfn>,
+    /// An HVM caller's p2m: its host mappings go into its EPT at guest-physical addresses,
+    /// and an unmap puts its own RAM frame back.
+    hvm_p2m: Option<&'c [u64]>,
     mem: &'c mut dyn GuestMem,
+}
+
+/// Why a host mapping could not be installed or removed (logged at debug level).
+enum HostMapError {
+    Pv(PvError),
+    Hvm(GrantPhysmapError),
+}
+
+impl core::fmt::Debug for HostMapError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Pv(e) => write!(f, "{e:?}"),
+            Self::Hvm(e) => write!(f, "{e:?}"),
+        }
+    }
 }
 
 /// The guest address of element `index` of the op array at `uop`.
@@ -389,16 +408,9 @@ impl Call<'_, '_, '_> {
             let mut op: GnttabMapGrantRef = self.read(at)?;
             let status = match self.gt.map_grant_ref(&mut self.env, self.caller, &op) {
                 Ok(map) => {
-                    let installed = map.host_addr().map_or(Ok(()), |va| {
-                        let root = self.root.ok_or(PvError::NotMapped(va))?;
-                        self.env.pm.install_grant_pte(
-                            self.caller,
-                            root,
-                            va,
-                            map.mfn(),
-                            map.readonly(),
-                        )
-                    });
+                    let installed = map
+                        .host_addr()
+                        .map_or(Ok(()), |addr| self.install(addr, map.mfn(), map.readonly()));
                     match installed {
                         Ok(()) => {
                             op.handle = map.handle();
@@ -471,15 +483,46 @@ impl Call<'_, '_, '_> {
         Ok(0)
     }
 
-    /// Removes the host mapping's PTE, if the unmap takes one away.
-    fn clear_pte(&mut self, unmap: &GrantUnmap) -> Result<(), PvError> {
-        let Some((va, mfn)) = unmap.host_mapping() else {
+    /// Installs a host mapping of `mfn` at `addr`: a PV caller's virtual address (a grant
+    /// PTE in the address space it runs in), an HVM caller's guest-physical address (its
+    /// EPT).
+    fn install(&mut self, addr: u64, mfn: Mfn, readonly: bool) -> Result<(), HostMapError> {
+        if self.hvm_p2m.is_some() {
+            let (caller, pm) = (self.caller, &mut self.env.pm);
+            let mut alloc = || pm.alloc_table_frame(caller);
+            return super::vmx::map_grant(caller, addr, mfn, readonly, &mut alloc)
+                .map_err(HostMapError::Hvm);
+        }
+        let root = self.root.ok_or(PvError::NotMapped(addr));
+        root.and_then(|root| {
+            self.env
+                .pm
+                .install_grant_pte(self.caller, root, addr, mfn, readonly)
+        })
+        .map_err(HostMapError::Pv)
+    }
+
+    /// Removes the host mapping, if the unmap takes one away.
+    fn clear_pte(&mut self, unmap: &GrantUnmap) -> Result<(), HostMapError> {
+        let Some((addr, mfn)) = unmap.host_mapping() else {
             return Ok(());
         };
-        let root = self.root.ok_or(PvError::NotMapped(va))?;
-        self.env
-            .pm
-            .clear_grant_pte(self.caller, root, va, mfn, unmap.readonly())
+        if let Some(p2m) = self.hvm_p2m {
+            let restore = usize::try_from(addr / PAGE_SIZE as u64)
+                .ok()
+                .and_then(|gfn| p2m.get(gfn))
+                .filter(|&&m| m != INVALID_MFN)
+                .map(|&m| Mfn(m));
+            return super::vmx::unmap_grant(self.caller, addr, mfn, restore)
+                .map_err(HostMapError::Hvm);
+        }
+        let root = self.root.ok_or(PvError::NotMapped(addr));
+        root.and_then(|root| {
+            self.env
+                .pm
+                .clear_grant_pte(self.caller, root, addr, mfn, unmap.readonly())
+        })
+        .map_err(HostMapError::Pv)
     }
 
     fn copy(&mut self, uop: u64, count: u64) -> Result<i64, Errno> {

@@ -485,6 +485,108 @@ pub fn frame_number(domid: u16, gfn: u64) -> FrameNumber {
     }
 }
 
+/// Why a grant mapping could not be put into (or taken out of) an HVM domain's EPT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrantPhysmapError {
+    /// The domain has no EPT (it is not HVM, or it is gone).
+    NotHvm,
+    /// The guest-physical address is not page aligned or beyond the guest's address width.
+    BadAddress(u64),
+    /// No frame for an EPT table.
+    NoMemory,
+    /// Unmap: the address does not map the grant's frame (the guest moved something over it).
+    NotMapped(u64),
+}
+
+/// EPT tables of a domain, with new ones from `alloc` (a caller that holds the frame
+/// allocator, which [`EptFrames`] would take).
+struct TablesFrom<'a> {
+    alloc: &'a mut dyn FnMut() -> Option<Mfn>,
+}
+
+impl EptMemory for TablesFrom<'_> {
+    fn alloc_table(&mut self) -> Option<Mfn> {
+        (self.alloc)()
+    }
+    fn read_entry(&self, table: Mfn, index: usize) -> u64 {
+        EptFrames { domid: 0 }.read_entry(table, index)
+    }
+    fn write_entry(&mut self, table: Mfn, index: usize, value: u64) {
+        EptFrames { domid: 0 }.write_entry(table, index, value)
+    }
+}
+
+/// The EPT of HVM domain `domid` and the guest frame of `gpa` in it.
+fn grant_target(domid: u16, gpa: u64) -> Result<(Ept, Gfn), GrantPhysmapError> {
+    let ept = EPTS
+        .lock()
+        .iter()
+        .find(|(d, _)| *d == domid)
+        .map(|&(_, e)| e)
+        .ok_or(GrantPhysmapError::NotHvm)?;
+    if !gpa.is_multiple_of(PAGE_SIZE) || gpa >> crate::hvm::ept::GPA_BITS != 0 {
+        return Err(GrantPhysmapError::BadAddress(gpa));
+    }
+    Ok((ept, Gfn(gpa / PAGE_SIZE)))
+}
+
+/// Invalidates `ept`'s cached translations.
+fn flush_domain_ept(ept: Ept) {
+    if let Some(caps) = VMX.lock().as_ref().map(|v| v.caps) {
+        // SAFETY: VMX is on (its capabilities are recorded only once it is).
+        unsafe { flush_ept(&caps, ept.eptp()) };
+    }
+}
+
+/// An HVM domain's `GNTMAP_host_map`: as in Xen, `host_addr` is a guest-physical address,
+/// where granted frame `mfn` now appears (read-only if `readonly`, never executable) in
+/// place of whatever was there. `alloc` gives zeroed frames of the domain for EPT tables.
+pub fn map_grant(
+    domid: u16,
+    gpa: u64,
+    mfn: Mfn,
+    readonly: bool,
+    alloc: &mut dyn FnMut() -> Option<Mfn>,
+) -> Result<(), GrantPhysmapError> {
+    let (mut ept, gfn) = grant_target(domid, gpa)?;
+    let perm = if readonly {
+        EptPerm::READ
+    } else {
+        EptPerm::READ | EptPerm::WRITE
+    };
+    ept.map(&mut TablesFrom { alloc }, gfn, mfn, 1, perm)
+        .map_err(|_| GrantPhysmapError::NoMemory)?;
+    flush_domain_ept(ept);
+    Ok(())
+}
+
+/// Takes grant `mfn`'s mapping at guest-physical `gpa` out of HVM domain `domid`'s EPT,
+/// putting back `restore` (the domain's own RAM frame there, if any) or leaving a hole.
+pub fn unmap_grant(
+    domid: u16,
+    gpa: u64,
+    mfn: Mfn,
+    restore: Option<Mfn>,
+) -> Result<(), GrantPhysmapError> {
+    let (mut ept, gfn) = grant_target(domid, gpa)?;
+    let mapped = ept
+        .lookup(&EptFrames { domid }, gpa)
+        .is_some_and(|t| t.maddr / PAGE_SIZE == mfn.0 && t.page_size == PAGE_SIZE);
+    if !mapped {
+        return Err(GrantPhysmapError::NotMapped(gpa));
+    }
+    // The page table exists (the grant's leaf is in it): no table is allocated.
+    let mut none = || None;
+    let mut tables = TablesFrom { alloc: &mut none };
+    let result = match restore {
+        Some(ram) => ept.map(&mut tables, gfn, ram, 1, EptPerm::RWX),
+        None => ept.map(&mut tables, gfn, mfn, 1, EptPerm::empty()),
+    };
+    result.map_err(|_| GrantPhysmapError::NoMemory)?;
+    flush_domain_ept(ept);
+    Ok(())
+}
+
 /// Hands HVM domain `domid`'s emulated UART to `feed` (serial console input for its receive
 /// FIFO); nothing happens if `domid` is not an HVM domain.
 pub fn with_uart(domid: u16, feed: impl FnOnce(&mut Uart16550)) {
