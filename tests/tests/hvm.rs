@@ -55,6 +55,12 @@ fn pvguest_selftest_passes_as_a_pvh_guest() {
         report.describe()
     );
     assert_selftest_passed(&report, 0);
+    // Its string I/O check wrote this line with `rep outsb` to port 0xe9.
+    assert_guest_line(
+        &report,
+        0,
+        "pvguest: PVH: this line went out with rep outsb to port 0xe9",
+    );
     hv_line(&report, "d0: shut down (Poweroff)");
     assert_power_off(&report, 0);
 }

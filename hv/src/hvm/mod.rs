@@ -3,8 +3,9 @@
 //! This module owns everything about running a guest under VT-x (and later AMD-V) that can be
 //! written and tested without the hardware: the VMCS vocabulary ([`vmcs`]), decoding of exits
 //! ([`exit`]), the instruction decoder for MMIO accesses ([`mmio`]), EPT construction ([`ept`]),
-//! the emulated COM1 ([`uart`]), the PVH and real-mode domain builder ([`pvh_build`]), and the
-//! guest's CPUID and MSR model ([`cpuid`], [`msr`]). The arch layer (`arch/x86_64/vmx`, later
+//! the emulated COM1 ([`uart`]), string port I/O ([`string_io`]), the PVH and real-mode domain
+//! builder ([`pvh_build`]), the guest's CPUID and MSR model ([`cpuid`], [`msr`]), and the
+//! decisions about event upcalls ([`upcall_action`]) and PAE PDPTEs ([`load_pdptes`]). The arch layer (`arch/x86_64/vmx`, later
 //! `arch/x86_64/svm`) holds the `asm!` (VMXON, VMREAD/VMWRITE, VMLAUNCH/VMRESUME) and implements
 //! [`HvmBackend`]; it turns hardware exits into the vendor-neutral [`Exit`] and lets the
 //! portable handlers here decide what happens.
@@ -41,6 +42,7 @@ pub mod guest_walk;
 pub mod mmio;
 pub mod msr;
 pub mod pvh_build;
+pub mod string_io;
 pub mod uart;
 pub mod vmcs;
 

@@ -400,11 +400,12 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         triple_fault();
     }
     let mut tally = Tally::default();
-    let checks: [(&str, Check); 4] = [
+    let checks: [(&str, Check); 5] = [
         ("pvh_start_info", check_start_info),
         ("pvh_long_mode", check_long_mode),
         ("pvh_xen_version", check_xen_version),
         ("pvh_shared_info", check_shared_info),
+        ("pvh_string_io", check_string_io),
     ];
     for (name, check) in checks {
         let result = check(&si);
@@ -500,6 +501,52 @@ fn check_xen_version(_: &HvmStartInfo) -> CheckResult {
         .xen_version()
         .map_err(|e| alloc::format!("{e}"))?;
     ensure!(major >= 3, "version {major}.{minor}");
+    Ok(())
+}
+
+/// The line `check_string_io` writes with `rep outsb`.
+pub const STRING_IO_LINE: &str = "pvguest: PVH: this line went out with rep outsb to port 0xe9";
+
+/// A port no PC device uses: reads give all ones.
+const NO_DEVICE_PORT: u16 = 0x3e0;
+
+/// String port I/O, which the hypervisor emulates: a line out to port 0xe9 with `rep outsb`
+/// (the boot test looks for it in the console), and `rep insw` from a port without a
+/// device, which must fill the buffer with all ones, backwards with RFLAGS.DF set.
+fn check_string_io(_: &HvmStartInfo) -> CheckResult {
+    let line = alloc::format!("{STRING_IO_LINE}\n");
+    // SAFETY: reads `line.len()` bytes of `line` and writes them to the debug port; DF is
+    // clear (the ABI's default).
+    unsafe {
+        core::arch::asm!(
+            "rep outsb",
+            inout("rsi") line.as_ptr() => _,
+            inout("rcx") line.len() => _,
+            in("dx") 0xe9u16,
+            options(nostack, readonly),
+        )
+    };
+    let mut words = [0u16; 8];
+    let last = words.as_mut_ptr().wrapping_add(words.len() - 1);
+    let left: usize;
+    // SAFETY: writes the 8 words of `words` from the last one down (DF set for the
+    // instruction only, cleared again before anything else runs).
+    unsafe {
+        core::arch::asm!(
+            "std",
+            "rep insw",
+            "cld",
+            inout("rdi") last => _,
+            inout("rcx") words.len() => left,
+            in("dx") NO_DEVICE_PORT,
+            options(nostack),
+        )
+    };
+    ensure!(left == 0, "rep insw left rcx = {left}");
+    ensure!(
+        words.iter().all(|&w| w == 0xffff),
+        "rep insw from port {NO_DEVICE_PORT:#x} read {words:x?}"
+    );
     Ok(())
 }
 

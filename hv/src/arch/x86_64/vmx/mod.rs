@@ -20,7 +20,8 @@
 //!   ([`crate::hvm::guest_walk`]) unpaged and with 32-bit, PAE and 4-level paging; 5-level
 //!   paging gets `EFAULT`; in PAE paging outside long mode the PDPTEs are loaded into the
 //!   VMCS after CR0/CR3/CR4 writes (the processor takes them from there under EPT);
-//! - string I/O (`ins`/`outs`) is not emulated;
+//! - string I/O (`ins`/`outs`) is emulated a page per exit ([`hvm::string_io`]), with the
+//!   address size of the execution mode;
 //! - the only interrupt injected is the event-channel callback vector
 //!   (`HVM_PARAM_CALLBACK_IRQ`, [`hvm::upcall_action`]); there is no emulated local APIC,
 //!   IOAPIC or PIC; `hlt` blocks until an event is pending, and `hlt` with interrupts off
@@ -200,6 +201,7 @@ const CR0_PE: u64 = 1;
 const CR0_TS: u64 = 1 << 3;
 const EFER_LMA: u64 = 1 << 10;
 const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_DF: u64 = 1 << 10;
 
 /// Turns VMX operation on (once): CPUID and IA32_FEATURE_CONTROL checks, the capability
 /// MSRs, CR0/CR4 fixed bits, VMXON.
@@ -1331,10 +1333,8 @@ fn handle_exit(
             }
             Step::Resume
         }
+        Exit::Io(io) if io.string => string_io(&io, hd, vcpu, dom),
         Exit::Io(io) => {
-            if io.string {
-                return crash_with(domid, &exit, "string I/O is not emulated");
-            }
             let mask = match io.size {
                 1 => 0xff,
                 2 => 0xffff,
@@ -1342,27 +1342,9 @@ fn handle_exit(
             };
             let rax = vcpu.gprs.get(Gpr::Rax);
             match io.direction {
-                Direction::Write => {
-                    let byte = rax as u8;
-                    let out = match io.port {
-                        p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
-                            hd.uart.write(p - COM1_BASE, byte)
-                        }
-                        0xe9 => Some(byte),
-                        _ => None,
-                    };
-                    if let Some(b) = out {
-                        dom.console_write(&[b], |line| console::guest_line(Some(domid), line));
-                    }
-                }
+                Direction::Write => port_out(hd.uart, dom, io.port, rax as u8),
                 Direction::Read => {
-                    let value: u64 = match io.port {
-                        p if (COM1_BASE..COM1_BASE + 8).contains(&p) => {
-                            u64::from(hd.uart.read(p - COM1_BASE))
-                        }
-                        0xe9 => 0xe9,
-                        _ => u64::MAX,
-                    };
+                    let value = port_in(hd.uart, io.port);
                     let new = if io.size == 4 {
                         value & mask
                     } else {
@@ -1413,6 +1395,78 @@ fn handle_exit(
             crash_with(domid, &exit, "unhandled VM exit")
         }
     }
+}
+
+/// A guest's `out` of `byte` (the low byte of the value) to `port`: the emulated COM1 and
+/// port 0xe9 print; other ports ignore writes.
+fn port_out(uart: &mut Uart16550, dom: &mut Domain, port: u16, byte: u8) {
+    let out = match port {
+        p if (COM1_BASE..COM1_BASE + 8).contains(&p) => uart.write(p - COM1_BASE, byte),
+        0xe9 => Some(byte),
+        _ => None,
+    };
+    if let Some(b) = out {
+        let domid = dom.id;
+        dom.console_write(&[b], |line| console::guest_line(Some(domid), line));
+    }
+}
+
+/// A guest's `in` from `port`: COM1's registers, 0xe9 (Bochs's and QEMU's answer), else
+/// all ones (no device).
+fn port_in(uart: &mut Uart16550, port: u16) -> u64 {
+    match port {
+        p if (COM1_BASE..COM1_BASE + 8).contains(&p) => u64::from(uart.read(p - COM1_BASE)),
+        0xe9 => 0xe9,
+        _ => u64::MAX,
+    }
+}
+
+/// `ins` / `outs`, one chunk per exit ([`hvm::string_io`]): elements go between guest memory
+/// (through its paging) and the port; an element that cannot be read or written crashes
+/// the domain (hv does not inject the #PF the guest would take).
+fn string_io(io: &IoQualification, hd: DomParts<'_>, vcpu: &mut HvmVcpu, dom: &mut Domain) -> Step {
+    let outs = io.direction == Direction::Write;
+    let index_reg = if outs { Gpr::Rsi } else { Gpr::Rdi };
+    let down = rd(guest::RFLAGS) & RFLAGS_DF != 0;
+    let linear = rd(exit_info::GUEST_LINEAR_ADDR);
+    let c = hvm::string_io::chunk(
+        io.size,
+        io.rep,
+        vcpu.gprs.get(Gpr::Rcx),
+        vcpu.gprs.get(index_reg),
+        down,
+        linear,
+        cpu_mode(),
+    );
+    let mem = HvmGuestMem {
+        phys: hd.phys,
+        cr0: rd(control::CR0_READ_SHADOW),
+        cr3: rd(guest::CR3),
+        cr4: rd(control::CR4_READ_SHADOW),
+        efer: rd(guest::IA32_EFER),
+    };
+    let size = usize::from(io.size.clamp(1, 4));
+    for i in 0..c.elements {
+        let at = hvm::string_io::element_address(linear, i, io.size, down);
+        let mut bytes = [0u8; 4];
+        let moved = if outs {
+            mem.copy(at, &mut bytes[..size], Access::Read).map(|()| {
+                port_out(hd.uart, dom, io.port, bytes[0]);
+            })
+        } else {
+            bytes = (port_in(hd.uart, io.port) as u32).to_le_bytes();
+            mem.copy(at, &mut bytes[..size], Access::Write)
+        };
+        if moved.is_err() {
+            return crash_with(dom.id, &Exit::Io(*io), "string I/O to unmapped memory");
+        }
+    }
+    vcpu.gprs.set(index_reg, c.index_after);
+    vcpu.gprs.set(Gpr::Rcx, c.rcx_after);
+    if c.retire {
+        skip_instruction();
+    }
+    Step::Resume
 }
 
 /// Copies the bytes at the guest's CS:RIP (through its paging), as many as are readable.
