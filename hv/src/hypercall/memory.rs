@@ -17,6 +17,15 @@ pub(super) fn memory_op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
         return Err(Errno::ENOSYS);
     };
     match op {
+        // An HVM domain's memory is its EPT, which these PV paths do not touch: a frame
+        // given back would stay mapped in it. hv does not balloon HVM domains.
+        MemoryOp::PopulatePhysmap
+        | MemoryOp::IncreaseReservation
+        | MemoryOp::DecreaseReservation
+            if ctx.dom.hvm.is_some() =>
+        {
+            Err(Errno::ENOSYS)
+        }
         MemoryOp::PopulatePhysmap | MemoryOp::IncreaseReservation => populate(ctx, arg, op),
         MemoryOp::DecreaseReservation => decrease(ctx, arg),
         MemoryOp::CurrentReservation | MemoryOp::MaximumReservation => {
@@ -263,6 +272,23 @@ mod tests {
         assert_eq!(u32::from_le_bytes(e[16..20].try_into().unwrap()), 1);
         write_obj(&mut w.mem, MEM_BASE, &[0u64, MEM_BASE + 0x100]).unwrap();
         assert_eq!(w.call(MEMORY_OP, &[9, MEM_BASE]).1, -22);
+    }
+
+    #[test]
+    fn hvm_domains_do_not_balloon() {
+        let mut w = World::new();
+        w.dom.hvm = Some(crate::domain::state::HvmParams::default());
+        // One extent naming the domain's own frame 0x1000 (its gfn 0), which it owns.
+        w.hw.owned.insert(0x1000, w.dom.id);
+        write_obj(&mut w.mem, MEM_BASE + 0x100, &0x1000u64).unwrap();
+        write_obj(&mut w.mem, MEM_BASE, &[MEM_BASE + 0x100, 1, 0, 0x7ff0]).unwrap();
+        let (pages, free) = (w.dom.tot_pages, w.hw.free);
+        for cmd in [0, 1, 6] {
+            assert_eq!(w.call(MEMORY_OP, &[cmd, MEM_BASE]).1, -38, "cmd {cmd}");
+        }
+        assert_eq!((w.dom.tot_pages, w.hw.free), (pages, free));
+        assert_eq!(w.dom.p2m[0], 0x1000, "the frame stays the guest's");
+        assert_eq!(w.hw.owned.get(&0x1000), Some(&w.dom.id));
     }
 
     #[test]
