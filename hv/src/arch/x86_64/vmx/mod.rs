@@ -885,6 +885,12 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
     }
     let gdt = vmcs_setup::sgdt();
     let idt = vmcs_setup::sidt();
+    // At most an eighth of a tick of guest time per entry (see `read_caps`): a tick the
+    // guest's entry left pending is then taken at most that late, so the slice's length stays
+    // close to a PV vCPU's.
+    let preemption = caps.preemption_shift.map(|shift| {
+        hvm::preemption_timer_value(super::time::tsc_hz(), super::start::TICK_NS / 8, shift)
+    });
     loop {
         // SAFETY: this vCPU's VMCS is current.
         if let Err(e) = unsafe { vmcs_setup::refresh_host_state() } {
@@ -892,6 +898,9 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
             return Outcome::Crash("cannot write the host state");
         }
         wr(guest::RSP, vcpu.gprs.get(Gpr::Rsp));
+        if let Some(count) = preemption {
+            wr(guest::PREEMPTION_TIMER, count);
+        }
         if let Some(dom) = domains.get(d) {
             offer_upcall(dom);
         }
