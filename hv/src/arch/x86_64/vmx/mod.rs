@@ -708,7 +708,7 @@ fn build_hvm_domain(
             vmcs,
             launched: false,
             gprs: start_state.gprs,
-            msrs: HvmMsrs::new(),
+            msrs: HvmMsrs::new(guest_cr4_valid(&caps)),
             vpid,
         }],
     });
@@ -1313,6 +1313,17 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
         .unwrap_or(0)
 }
 
+/// The CR4 bits a guest may set: those its CPUID view announces (the same policy and
+/// configuration as its CPUID exits) that this processor also allows in VMX operation (CR4
+/// fixed-1; a bit outside it would be dropped silently from the real CR4).
+fn guest_cr4_valid(caps: &Caps) -> u64 {
+    let host = |leaf, subleaf| {
+        let r = cpu::cpuid(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    hvm::cpuid::guest_cr4_valid_bits(host, hvm::cpuid::CpuidConfig::default()) & caps.cr4_fixed.1
+}
+
 /// A control-register access (CR0 and CR4 are fully host-owned, see `vmcs_setup`).
 fn cr_access(
     q: crate::hvm::exit::CrQualification,
@@ -1356,7 +1367,8 @@ fn cr_access(
     match (q.cr, q.access) {
         (4, CrAccessType::MovToCr(r)) => {
             let new = vcpu.gprs.get(r);
-            if vcpu.msrs.check_cr4(new).is_err() {
+            let old = rd(control::CR4_READ_SHADOW);
+            if vcpu.msrs.check_cr4(old, new, rd(guest::CR3)).is_err() {
                 inject(Event::GP0);
                 return Step::Resume;
             }
