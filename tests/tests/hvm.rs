@@ -183,12 +183,11 @@ fn cpu_used(report: &RunReport, id: u32) -> (u64, u64) {
 
 /// Least and most part of the two burners' CPU time either may get. Round robin hands out
 /// 30 ms slices (3 ticks) in turn, so over the span each burner gets half, give or take a
-/// slice at the span's ends (1% of 3 s) and the lag with which hv sees the tick in an HVM
-/// guest (at most an eighth of a tick per slice, 4%). Measured (Bochs runs are deterministic,
-/// so varying the span instead of repeating it): 50.4% (spans 2, 3 and 4 s). A scheduler that
-/// gave one kind of vCPU a single tick more per slice would give it 4/7 (measured 59.1%); hv
-/// without the preemption-timer bound on HVM runs gave the HVM burner 0% (it was never
-/// preempted under Bochs) and with a whole tick as the bound 55.8%.
+/// slice at the span's ends (1% of 3 s) and hv's own time on the switches. Measured (Bochs
+/// runs are deterministic, so varying the span instead of repeating it): 50.3% over spans of
+/// 2, 3 and 4 s. A scheduler that gave HVM vCPUs a single tick more per slice would give them
+/// 4/7 (measured 57.6%); hv without the preemption-timer bound on HVM runs gave the HVM
+/// burner 0% (under Bochs it was never preempted).
 const FAIR_SHARE: std::ops::RangeInclusive<f64> = 0.45..=0.55;
 
 #[test]

@@ -4,6 +4,7 @@
 
 use super::cpu::{rdmsr, wrmsr};
 use super::traps::{SPURIOUS_VECTOR, TIMER_VECTOR};
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use x86_64::instructions::port::Port;
 
@@ -16,6 +17,8 @@ const REG_ID: u32 = 0x20;
 const REG_TPR: u32 = 0x80;
 const REG_EOI: u32 = 0xb0;
 const REG_SVR: u32 = 0xf0;
+/// The interrupt request register's first word (eight, 0x10 apart).
+const REG_IRR: u32 = 0x200;
 const REG_LVT_TIMER: u32 = 0x320;
 const REG_TIMER_INITIAL: u32 = 0x380;
 const REG_TIMER_CURRENT: u32 = 0x390;
@@ -44,6 +47,8 @@ impl core::fmt::Display for Mode {
 }
 
 static MODE: Once<Mode> = Once::new();
+/// The periodic timer's input rate (after the divider), once it runs.
+static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
 
 fn read(reg: u32) -> u32 {
     match MODE.get() {
@@ -127,4 +132,20 @@ pub fn start_periodic(timer_hz: u64, period_ns: u64) {
     write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
     write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(TIMER_VECTOR));
     write(REG_TIMER_INITIAL, count);
+    TIMER_HZ.store(timer_hz, Ordering::Relaxed);
+}
+
+/// Whether a tick is waiting to be taken (the timer vector's bit in the IRR).
+pub fn tick_pending() -> bool {
+    let vector = u32::from(TIMER_VECTOR);
+    read(REG_IRR + (vector / 32) * 0x10) & (1 << (vector % 32)) != 0
+}
+
+/// Nanoseconds until the periodic tick fires next (its current count at its rate); 0 before
+/// it runs.
+pub fn until_next_tick_ns() -> u64 {
+    match TIMER_HZ.load(Ordering::Relaxed) {
+        0 => 0,
+        hz => u64::from(read(REG_TIMER_CURRENT)) * 1_000_000_000 / hz,
+    }
 }

@@ -885,12 +885,6 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
     }
     let gdt = vmcs_setup::sgdt();
     let idt = vmcs_setup::sidt();
-    // At most an eighth of a tick of guest time per entry (see `read_caps`): a tick the
-    // guest's entry left pending is then taken at most that late, so the slice's length stays
-    // close to a PV vCPU's.
-    let preemption = caps.preemption_shift.map(|shift| {
-        hvm::preemption_timer_value(super::time::tsc_hz(), super::start::TICK_NS / 8, shift)
-    });
     loop {
         // SAFETY: this vCPU's VMCS is current.
         if let Err(e) = unsafe { vmcs_setup::refresh_host_state() } {
@@ -898,7 +892,15 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
             return Outcome::Crash("cannot write the host state");
         }
         wr(guest::RSP, vcpu.gprs.get(Gpr::Rsp));
-        if let Some(count) = preemption {
+        if let Some(shift) = caps.preemption_shift {
+            // Until just after the next tick (see `read_caps`), whose exit then finds it
+            // pending; at once if one is pending already.
+            let ns = if super::apic::tick_pending() {
+                0
+            } else {
+                super::apic::until_next_tick_ns() + PREEMPTION_MARGIN_NS
+            };
+            let count = hvm::preemption_timer_value(super::time::tsc_hz(), ns, shift);
             wr(guest::PREEMPTION_TIMER, count);
         }
         if let Some(dom) = domains.get(d) {
@@ -1312,6 +1314,10 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
         .find(|&n| mem.copy(linear, &mut buf[..n], Access::Fetch).is_ok())
         .unwrap_or(0)
 }
+
+/// How long after the tick is due an HVM guest's run ends at the latest, where the
+/// VMX-preemption timer bounds it.
+const PREEMPTION_MARGIN_NS: u64 = super::start::TICK_NS / 64;
 
 /// The CR4 bits a guest may set: those its CPUID view announces (the same policy and
 /// configuration as its CPUID exits) that this processor also allows in VMX operation (CR4

@@ -68,9 +68,9 @@ pub unsafe fn read_caps() -> Result<Caps, CapsError> {
     let rd = |m: u32| unsafe { rdmsr(m) };
     let basic = VmxBasic(rd(msr::IA32_VMX_BASIC));
     let cap = |w: ControlWord| rd(w.capability_msr(basic));
-    // The preemption timer, where there is one, bounds a guest's run even when the tick's
-    // external-interrupt exit does not come (Bochs 2.7 leaves the local APIC's interrupt
-    // masked in a guest entered with RFLAGS.IF clear).
+    // The preemption timer, where there is one, ends a guest's run just after the tick even
+    // when the tick's external-interrupt exit does not come (Bochs 2.7 leaves the local
+    // APIC's interrupt masked in a guest entered with RFLAGS.IF clear).
     let pin = adjust_optional(
         (PinBased::EXTERNAL_INTERRUPT_EXITING | PinBased::NMI_EXITING).bits(),
         PinBased::PREEMPTION_TIMER.bits(),
