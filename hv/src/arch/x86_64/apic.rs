@@ -47,8 +47,10 @@ impl core::fmt::Display for Mode {
 }
 
 static MODE: Once<Mode> = Once::new();
-/// The periodic timer's input rate (after the divider), once it runs.
-static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+/// TSC ticks per count of the periodic timer, once it runs.
+static TSC_PER_COUNT: AtomicU64 = AtomicU64::new(0);
+/// The periodic timer's period in TSC ticks, once it runs.
+static PERIOD_TSC: AtomicU64 = AtomicU64::new(0);
 
 fn read(reg: u32) -> u32 {
     match MODE.get() {
@@ -132,20 +134,22 @@ pub fn start_periodic(timer_hz: u64, period_ns: u64) {
     write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
     write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(TIMER_VECTOR));
     write(REG_TIMER_INITIAL, count);
-    TIMER_HZ.store(timer_hz, Ordering::Relaxed);
+    let per_count = super::time::tsc_hz() / timer_hz.max(1);
+    TSC_PER_COUNT.store(per_count, Ordering::Relaxed);
+    PERIOD_TSC.store(per_count * u64::from(count), Ordering::Relaxed);
 }
 
-/// Whether a tick is waiting to be taken (the timer vector's bit in the IRR).
-pub fn tick_pending() -> bool {
+/// TSC ticks until the periodic tick fires next: 0 when one is waiting to be taken already
+/// (the timer vector's bit in the IRR), or before the timer runs.
+pub fn tsc_until_tick() -> u64 {
     let vector = u32::from(TIMER_VECTOR);
-    read(REG_IRR + (vector / 32) * 0x10) & (1 << (vector % 32)) != 0
+    if read(REG_IRR + (vector / 32) * 0x10) & (1 << (vector % 32)) != 0 {
+        return 0;
+    }
+    u64::from(read(REG_TIMER_CURRENT)) * TSC_PER_COUNT.load(Ordering::Relaxed)
 }
 
-/// Nanoseconds until the periodic tick fires next (its current count at its rate); 0 before
-/// it runs.
-pub fn until_next_tick_ns() -> u64 {
-    match TIMER_HZ.load(Ordering::Relaxed) {
-        0 => 0,
-        hz => u64::from(read(REG_TIMER_CURRENT)) * 1_000_000_000 / hz,
-    }
+/// The tick's period in TSC ticks (0 before the timer runs).
+pub fn tick_period_tsc() -> u64 {
+    PERIOD_TSC.load(Ordering::Relaxed)
 }

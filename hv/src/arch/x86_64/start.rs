@@ -32,7 +32,7 @@ fn heap_order(total_ram: u64) -> u32 {
     frames.ilog2().clamp(9, 14)
 }
 /// Period of the scheduler tick.
-pub const TICK_NS: u64 = 10_000_000;
+const TICK_NS: u64 = 10_000_000;
 /// Page-table frames set aside for building hv's tables (maps up to ~1 TiB of RAM).
 const EARLY_PT_FRAMES: u64 = 64;
 /// The boot tables map only the first 4 GiB, so early allocations must come from there.

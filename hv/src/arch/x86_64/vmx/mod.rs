@@ -894,13 +894,9 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
         wr(guest::RSP, vcpu.gprs.get(Gpr::Rsp));
         if let Some(shift) = caps.preemption_shift {
             // Until just after the next tick (see `read_caps`), whose exit then finds it
-            // pending; at once if one is pending already.
-            let ns = if super::apic::tick_pending() {
-                0
-            } else {
-                super::apic::until_next_tick_ns() + PREEMPTION_MARGIN_NS
-            };
-            let count = hvm::preemption_timer_value(super::time::tsc_hz(), ns, shift);
+            // pending; soon if one is pending already.
+            let margin = super::apic::tick_period_tsc() / PREEMPTION_MARGIN_PER_TICK;
+            let count = hvm::preemption_timer_value(super::apic::tsc_until_tick() + margin, shift);
             wr(guest::PREEMPTION_TIMER, count);
         }
         if let Some(dom) = domains.get(d) {
@@ -1315,9 +1311,9 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
         .unwrap_or(0)
 }
 
-/// How long after the tick is due an HVM guest's run ends at the latest, where the
-/// VMX-preemption timer bounds it.
-const PREEMPTION_MARGIN_NS: u64 = super::start::TICK_NS / 64;
+/// Where the VMX-preemption timer bounds an HVM guest's run, it ends at the latest this
+/// fraction of a tick after the tick is due.
+const PREEMPTION_MARGIN_PER_TICK: u64 = 64;
 
 /// The CR4 bits a guest may set: those its CPUID view announces (the same policy and
 /// configuration as its CPUID exits) that this processor also allows in VMX operation (CR4
