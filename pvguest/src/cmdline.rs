@@ -1,6 +1,7 @@
 //! The guest command line (`start_info.cmd_line`): its first word chooses what pvguest does.
 
 use crate::pair::{GrantArgs, PingpongArgs};
+use crate::share::{BurnArgs, CpuShareArgs};
 use crate::xenbus_test::XenbusTestArgs;
 
 /// What pvguest was asked to do.
@@ -39,6 +40,12 @@ pub enum Mode {
     /// Print each line of console input back as `echo: <line>`, until `quit` (see
     /// `crate::echo`).
     ConsoleEcho,
+    /// Burn CPU without blocking for a span of system time, then report the work done (see
+    /// `crate::share`).
+    Burn(BurnArgs),
+    /// As the control domain: sample every domain's CPU time twice and print what each used
+    /// in between (see `crate::share`).
+    CpuShare(CpuShareArgs),
 }
 
 /// The ways `crash=<how>` makes the domain die.
@@ -69,7 +76,7 @@ impl CrashKind {
 }
 
 /// The line printed when the command line names no known mode.
-pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `hostile-peer peer=D` | `console-echo` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
+pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `hostile-peer peer=D` | `console-echo` | `burn [ms=N]` | `cpu-share [wait=MS] [span=MS]` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
 
 /// The first word of `cmdline` that names no known mode (empty when the line is empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +84,7 @@ pub struct UnknownMode<'a>(pub &'a str);
 
 /// Picks the mode from the first whitespace-separated word of `cmdline`. Later words are
 /// ignored (Xen may append options of its own to the initial domain's command line), except
-/// the `key=value` arguments of the two-domain modes; a bad one is reported as the unknown
+/// the `key=value` arguments of the modes that take them; a bad one is reported as the unknown
 /// word.
 pub fn parse_mode(cmdline: &[u8]) -> Result<Mode, UnknownMode<'_>> {
     let text = core::str::from_utf8(cmdline).unwrap_or("");
@@ -97,6 +104,12 @@ pub fn parse_mode(cmdline: &[u8]) -> Result<Mode, UnknownMode<'_>> {
             .map_err(|bad| UnknownMode(bad.0)),
         "backend" => Ok(Mode::Backend),
         "console-echo" => Ok(Mode::ConsoleEcho),
+        "burn" => BurnArgs::parse(words)
+            .map(Mode::Burn)
+            .map_err(|bad| UnknownMode(bad.0)),
+        "cpu-share" => CpuShareArgs::parse(words)
+            .map(Mode::CpuShare)
+            .map_err(|bad| UnknownMode(bad.0)),
         "hostile-peer" => words
             .find_map(|w| w.strip_prefix("peer=").map(|v| (w, v)))
             .ok_or(UnknownMode("peer="))
@@ -131,6 +144,18 @@ mod tests {
         assert_eq!(parse_mode(b"spin x"), Ok(Mode::Spin));
         assert_eq!(parse_mode(b"backend"), Ok(Mode::Backend));
         assert_eq!(parse_mode(b"console-echo"), Ok(Mode::ConsoleEcho));
+        assert_eq!(
+            parse_mode(b"burn ms=40"),
+            Ok(Mode::Burn(BurnArgs { ms: 40 }))
+        );
+        assert_eq!(parse_mode(b"burn ms=x"), Err(UnknownMode("ms=x")));
+        assert_eq!(
+            parse_mode(b"cpu-share wait=1 span=2"),
+            Ok(Mode::CpuShare(CpuShareArgs {
+                wait_ms: 1,
+                span_ms: 2
+            }))
+        );
         assert_eq!(
             parse_mode(b"xenbus-test other=2"),
             Ok(Mode::XenbusTest(XenbusTestArgs { other: 2 }))

@@ -20,6 +20,7 @@ pub mod line;
 pub mod paging;
 pub mod pair;
 pub mod selftest;
+pub mod share;
 pub mod time;
 pub mod xenbus_test;
 pub mod xenstore;

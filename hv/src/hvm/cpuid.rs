@@ -9,13 +9,16 @@
 //!   TM2, PBE, EST, PDCM, DTES64, DS-CPL, leaf 0xA), TSC_ADJUST and the speculation-control
 //!   and capability MSRs of leaf 7 EDX, and the instructions that #UD in a guest unless a
 //!   VM-execution control enables them ([`CpuidConfig`]): RDTSCP, INVPCID, UMWAIT/TPAUSE;
+//!   CET and protection keys, user and supervisor (hv neither switches PKRU between
+//!   domains nor virtualises IA32_PKRS: one guest could read or change another's keys);
 //! - XSAVE and everything whose state lives only in XSAVE areas (AVX, FMA, F16C, AVX2,
 //!   AVX-512, leaf 0xD): hv switches FPU state between domains with FXSAVE, which keeps
 //!   x87 and SSE only, and does not switch XCR0; a guest that saw XSAVE could leave its YMM
 //!   state to the next domain. Guests use FXSAVE/FXRSTOR and SSE. (CR4.OSXSAVE is refused
 //!   to match, see [`super::msr`].)
 //! - CPUID.1:ECX bit 31 ("running on a hypervisor") is set;
-//! - the OS-controlled bit OSPKE reflects the guest's CR4, not hv's;
+//! - the CR4 bits a guest may set follow what this view announces
+//!   ([`guest_cr4_valid_bits`], as Xen's `hvm_cr4_guest_valid_bits`);
 //! - Xen's leaves appear at 0x40000000: the signature "XenVMMXenVMM", version 4.17, one
 //!   hypercall page through MSR 0x40000000 (leaf +2), and the vCPU and domain ids
 //!   (leaf +4); every other leaf in 0x40000000..0x40010000 is zero, so a guest scanning in
@@ -76,13 +79,45 @@ mod leaf7 {
     pub const EDX_XSAVE_STATE: u32 =
         1 << 2 | 1 << 3 | 1 << 8 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25;
     pub const ECX_WAITPKG: u32 = 1 << 5;
+    /// Protection keys for user pages: PKRU is not switched between domains.
+    pub const ECX_PKU: u32 = 1 << 3;
     pub const ECX_OSPKE: u32 = 1 << 4;
+    /// CET shadow stacks (ECX) and indirect-branch tracking (EDX): their state is managed
+    /// through XSAVES and MSRs hv does not virtualise, and CR4.CET is refused.
+    pub const ECX_CET_SS: u32 = 1 << 7;
+    pub const EDX_CET_IBT: u32 = 1 << 20;
+    /// Protection keys for supervisor pages: IA32_PKRS is not virtualised, CR4.PKS refused.
+    pub const ECX_PKS: u32 = 1 << 31;
     /// IBRS/IBPB, STIBP, L1D_FLUSH, ARCH_CAPABILITIES, CORE_CAPABILITIES, SSBD.
     pub const EDX_MSR_FEATURES: u32 = 0xfc00_0000;
 }
 
-/// CR4 bits that CPUID reflects.
-const CR4_PKE: u64 = 1 << 22;
+/// CR4 bits (SDM Vol. 3A 2.5).
+pub mod cr4 {
+    pub const VME: u64 = 1 << 0;
+    pub const PVI: u64 = 1 << 1;
+    pub const TSD: u64 = 1 << 2;
+    pub const DE: u64 = 1 << 3;
+    pub const PSE: u64 = 1 << 4;
+    pub const PAE: u64 = 1 << 5;
+    pub const MCE: u64 = 1 << 6;
+    pub const PGE: u64 = 1 << 7;
+    pub const PCE: u64 = 1 << 8;
+    pub const OSFXSR: u64 = 1 << 9;
+    pub const OSXMMEXCPT: u64 = 1 << 10;
+    pub const UMIP: u64 = 1 << 11;
+    pub const LA57: u64 = 1 << 12;
+    pub const VMXE: u64 = 1 << 13;
+    pub const SMXE: u64 = 1 << 14;
+    pub const FSGSBASE: u64 = 1 << 16;
+    pub const PCIDE: u64 = 1 << 17;
+    pub const OSXSAVE: u64 = 1 << 18;
+    pub const SMEP: u64 = 1 << 20;
+    pub const SMAP: u64 = 1 << 21;
+    pub const PKE: u64 = 1 << 22;
+    pub const CET: u64 = 1 << 23;
+    pub const PKS: u64 = 1 << 24;
+}
 
 /// CPUID.0x80000001 bits.
 const EXT1_ECX_SVM: u32 = 1 << 2;
@@ -108,8 +143,6 @@ pub struct CpuidContext {
     pub vcpu_id: u32,
     /// The domain's id.
     pub domid: u16,
-    /// The guest's CR4 (as it sees it).
-    pub guest_cr4: u64,
 }
 
 /// The guest's view of `leaf`/`subleaf`, from the host's answer `raw` (EAX, EBX, ECX, EDX).
@@ -157,10 +190,8 @@ pub fn hvm_cpuid(
             if !config.user_wait {
                 c &= !leaf7::ECX_WAITPKG;
             }
-            c &= !leaf7::ECX_OSPKE;
-            if ctx.guest_cr4 & CR4_PKE != 0 {
-                c |= leaf7::ECX_OSPKE;
-            }
+            c &= !(leaf7::ECX_PKU | leaf7::ECX_OSPKE | leaf7::ECX_CET_SS | leaf7::ECX_PKS);
+            d &= !leaf7::EDX_CET_IBT;
             d &= !leaf7::EDX_MSR_FEATURES;
         }
         0x8000_0001 => {
@@ -195,6 +226,50 @@ pub fn hvm_cpuid(
     [a, b, c, d]
 }
 
+/// The CR4 bits a guest may set: each one whose feature the guest's CPUID view (what
+/// [`hvm_cpuid`] makes of the host's answers `raw(leaf, subleaf)` with `config`) announces
+/// (SDM Vol. 3A 2.5 and the CPUID feature tables): VME and PVI (1:EDX.VME), TSD (TSC), DE,
+/// PSE, PAE, MCE (hidden), PGE, OSFXSR (FXSR), OSXMMEXCPT (SSE), VMXE and SMXE (hidden),
+/// PCIDE (1:ECX.PCID), OSXSAVE (hidden), FSGSBASE, SMEP, SMAP (7:EBX), UMIP and PKE
+/// (7:ECX; PKU is hidden); PCE always. Everything else is refused: LA57 (hv's guest page walk has no
+/// 5-level paging), CET and PKS (hidden), Key Locker, user interrupts, LAM, and bits no
+/// processor defines yet.
+pub fn guest_cr4_valid_bits(raw: impl Fn(u32, u32) -> [u32; 4], config: CpuidConfig) -> u64 {
+    let ctx = CpuidContext {
+        vcpu_id: 0,
+        domid: 0,
+    };
+    let view = |leaf: u32| hvm_cpuid(leaf, 0, raw(leaf, 0), config, ctx);
+    let max = view(0)[0];
+    let [_, _, c1, d1] = if max >= 1 { view(1) } else { [0; 4] };
+    let [_, b7, c7, _] = if max >= 7 { view(7) } else { [0; 4] };
+    let has = |reg: u32, bit: u32| reg & (1 << bit) != 0;
+    [
+        (cr4::VME | cr4::PVI, has(d1, 1)),
+        (cr4::TSD, has(d1, 4)),
+        (cr4::DE, has(d1, 2)),
+        (cr4::PSE, has(d1, 3)),
+        (cr4::PAE, has(d1, 6)),
+        (cr4::MCE, has(d1, 7)),
+        (cr4::PGE, has(d1, 13)),
+        (cr4::PCE, true),
+        (cr4::OSFXSR, has(d1, 24)),
+        (cr4::OSXMMEXCPT, has(d1, 25)),
+        (cr4::UMIP, has(c7, 2)),
+        (cr4::VMXE, has(c1, 5)),
+        (cr4::SMXE, has(c1, 6)),
+        (cr4::FSGSBASE, has(b7, 0)),
+        (cr4::PCIDE, has(c1, 17)),
+        (cr4::OSXSAVE, has(c1, 26)),
+        (cr4::SMEP, has(b7, 7)),
+        (cr4::SMAP, has(b7, 20)),
+        (cr4::PKE, has(c7, 3)),
+    ]
+    .into_iter()
+    .filter(|&(_, announced)| announced)
+    .fold(0, |mask, (bits, _)| mask | bits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,7 +277,6 @@ mod tests {
     const CTX: CpuidContext = CpuidContext {
         vcpu_id: 1,
         domid: 3,
-        guest_cr4: 0,
     };
 
     fn q(leaf: u32, subleaf: u32, raw: [u32; 4]) -> [u32; 4] {
@@ -221,12 +295,8 @@ mod tests {
         assert_eq!(d & (1 << 14), 0, "MCA visible");
         assert_ne!(d & (1 << 25), 0, "SSE lost");
         assert_ne!(d & (1 << 12), 0, "MTRR lost");
-        // XSAVE and the AVX family are hidden whatever the guest's CR4 says.
-        let ctx = CpuidContext {
-            guest_cr4: 1 << 18,
-            ..CTX
-        };
-        let r = hvm_cpuid(1, 0, [u32::MAX; 4], CpuidConfig::default(), ctx);
+        // XSAVE and the AVX family are hidden.
+        let r = hvm_cpuid(1, 0, [u32::MAX; 4], CpuidConfig::default(), CTX);
         for (bit, name) in [
             (26, "XSAVE"),
             (27, "OSXSAVE"),
@@ -266,7 +336,8 @@ mod tests {
         assert_eq!(b & (1 << 3 | 1 << 8 | 1 << 7), 1 << 3 | 1 << 8 | 1 << 7);
         assert_eq!(
             d,
-            0x03ff_ffff & !(1 << 2 | 1 << 3 | 1 << 8 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25)
+            0x03ff_ffff
+                & !(1 << 2 | 1 << 3 | 1 << 8 | 1 << 20 | 1 << 22 | 1 << 23 | 1 << 24 | 1 << 25)
         );
         assert_eq!(q(7, 0, all)[2] & (1 << 4), 0, "OSPKE from the host");
         assert_eq!(q(0xa, 0, all), [0; 4]);
@@ -293,5 +364,102 @@ mod tests {
         assert_eq!(q(0x4001_0000, 0, [7; 4]), [7; 4]);
         assert_eq!(q(0, 0, [0xd, 1, 2, 3]), [0xd, 1, 2, 3]);
         assert_eq!(q(0x8000_0008, 0, [0x3028, 0, 0, 0]), [0x3028, 0, 0, 0]);
+    }
+
+    /// A host answering every leaf up to `max` with `regs`, and leaf 0 with `max`.
+    fn host(max: u32, regs: [u32; 4]) -> impl Fn(u32, u32) -> [u32; 4] {
+        move |leaf, _| match leaf {
+            0 => [max, 0, 0, 0],
+            l if l <= max => regs,
+            _ => [0; 4],
+        }
+    }
+
+    #[test]
+    fn cr4_bits_follow_the_guests_cpuid() {
+        let all = guest_cr4_valid_bits(host(0xd, [u32::MAX; 4]), CpuidConfig::default());
+        let allowed = cr4::VME
+            | cr4::PVI
+            | cr4::TSD
+            | cr4::DE
+            | cr4::PSE
+            | cr4::PAE
+            | cr4::PGE
+            | cr4::PCE
+            | cr4::OSFXSR
+            | cr4::OSXMMEXCPT
+            | cr4::UMIP
+            | cr4::FSGSBASE
+            | cr4::PCIDE
+            | cr4::SMEP
+            | cr4::SMAP;
+        // Even a host announcing everything gives no hidden feature's bit (PKE among them),
+        // nor LA57, CET, PKS, Key Locker (19), UINTR (25) or anything undefined.
+        assert_eq!(all, allowed);
+        for refused in [
+            cr4::MCE,
+            cr4::VMXE,
+            cr4::SMXE,
+            cr4::OSXSAVE,
+            cr4::PKE,
+            cr4::LA57,
+            cr4::CET,
+            cr4::PKS,
+            1 << 15,
+            1 << 19,
+            1 << 25,
+            1 << 32,
+        ] {
+            assert_eq!(all & refused, 0, "{refused:#x} allowed");
+        }
+        // A host without leaf 7 gives none of its bits; without leaf 1, only PCE.
+        let no7 = guest_cr4_valid_bits(host(6, [u32::MAX; 4]), CpuidConfig::default());
+        assert_eq!(
+            no7,
+            allowed & !(cr4::UMIP | cr4::FSGSBASE | cr4::SMEP | cr4::SMAP)
+        );
+        assert_eq!(
+            guest_cr4_valid_bits(host(0, [u32::MAX; 4]), CpuidConfig::default()),
+            cr4::PCE
+        );
+    }
+
+    #[test]
+    fn each_cr4_bit_needs_its_own_feature() {
+        // (CPUID leaf, register index, bit) for each bit that follows one feature flag.
+        let cases = [
+            (cr4::VME | cr4::PVI, 1, 3, 1),
+            (cr4::TSD, 1, 3, 4),
+            (cr4::DE, 1, 3, 2),
+            (cr4::PSE, 1, 3, 3),
+            (cr4::PAE, 1, 3, 6),
+            (cr4::PGE, 1, 3, 13),
+            (cr4::OSFXSR, 1, 3, 24),
+            (cr4::OSXMMEXCPT, 1, 3, 25),
+            (cr4::PCIDE, 1, 2, 17),
+            (cr4::FSGSBASE, 7, 1, 0),
+            (cr4::SMEP, 7, 1, 7),
+            (cr4::SMAP, 7, 1, 20),
+            (cr4::UMIP, 7, 2, 2),
+        ];
+        let full = guest_cr4_valid_bits(host(0xd, [u32::MAX; 4]), CpuidConfig::default());
+        for (bits, leaf, reg, bit) in cases {
+            let without = move |l: u32, _| {
+                let mut r = host(0xd, [u32::MAX; 4])(l, 0);
+                if l == leaf {
+                    r[reg] &= !(1 << bit);
+                }
+                r
+            };
+            let mask = guest_cr4_valid_bits(without, CpuidConfig::default());
+            assert_eq!(mask, full & !bits, "leaf {leaf} reg {reg} bit {bit}");
+        }
+    }
+
+    #[test]
+    fn leaf_7_hides_cet_and_pks() {
+        let [_, _, c, d] = q(7, 0, [u32::MAX; 4]);
+        assert_eq!(c & (1 << 7 | 1 << 31), 0);
+        assert_eq!(d & (1 << 20), 0);
     }
 }

@@ -480,6 +480,14 @@ pub fn upcall_action(
 /// (SDM Vol. 3A 4.4.1: bits 2:1, 8:5 and 63:52; hv's guests have at most 52 physical bits).
 const PDPTE_RESERVED: u64 = 0xfff0_0000_0000_01e6;
 
+/// The VMX-preemption timer value for about `tsc_ticks` of guest time: the timer counts down
+/// once every 2^`shift` TSC ticks (`shift` is IA32_VMX_MISC bits 4:0; SDM Vol. 3C,
+/// "VMX-Preemption Timer") and exits when it reaches 0. At least 1 (0 would exit before the
+/// first instruction), at most what the 32-bit field holds.
+pub fn preemption_timer_value(tsc_ticks: u64, shift: u8) -> u32 {
+    (tsc_ticks >> shift.min(63)).clamp(1, u64::from(u32::MAX)) as u32
+}
+
 /// Whether a guest with these control registers uses PAE paging outside long mode, where
 /// the CPU takes the four PDPTEs from the VMCS on VM entry (SDM Vol. 3C 26.3.2.4) and hv
 /// must load them whenever the guest changes CR0, CR3 or CR4.
@@ -720,5 +728,17 @@ mod tests {
             CpuMode::from_state(0x8000_0011, 0x500, SegmentAttrs::CODE32),
             CpuMode::Bits32
         );
+    }
+
+    #[test]
+    fn preemption_timer_counts_in_scaled_tsc_ticks() {
+        // 10 ms at 1 GHz, counting every 2^5 TSC ticks: 10^7 / 32.
+        assert_eq!(preemption_timer_value(10_000_000, 5), 312_500);
+        assert_eq!(preemption_timer_value(10_000, 0), 10_000);
+        // Never 0, never more than the field holds.
+        assert_eq!(preemption_timer_value(0, 0), 1);
+        assert_eq!(preemption_timer_value(31, 5), 1);
+        assert_eq!(preemption_timer_value(u64::MAX, 0), u32::MAX);
+        assert_eq!(preemption_timer_value(u64::MAX, 200), 1);
     }
 }

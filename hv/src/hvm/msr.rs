@@ -107,11 +107,8 @@ const CR0_NW: u64 = 1 << 29;
 const CR0_CD: u64 = 1 << 30;
 const CR0_PG: u64 = 1 << 31;
 /// CR4 bits.
-const CR4_PAE: u64 = 1 << 5;
-const CR4_VMXE: u64 = 1 << 13;
-const CR4_SMXE: u64 = 1 << 14;
-/// CR4.OSXSAVE: refused, as CPUID hides XSAVE from HVM guests (see [`super::cpuid`]).
-const CR4_OSXSAVE: u64 = 1 << 18;
+const CR4_PAE: u64 = super::cpuid::cr4::PAE;
+const CR4_PCIDE: u64 = super::cpuid::cr4::PCIDE;
 
 /// IA32_MISC_ENABLE as guests read it: fast strings (0), BTS unavailable (11), PEBS
 /// unavailable (12).
@@ -141,12 +138,9 @@ pub struct HvmMsrs {
     efer: u64,
     pat: u64,
     mtrr_def_type: u64,
-}
-
-impl Default for HvmMsrs {
-    fn default() -> Self {
-        Self::new()
-    }
+    /// The CR4 bits the guest may set ([`super::cpuid::guest_cr4_valid_bits`], less what
+    /// the processor cannot set in VMX operation).
+    cr4_valid: u64,
 }
 
 /// Whether `t` is a memory type PAT accepts (UC, WC, WT, WP, WB, UC-).
@@ -155,12 +149,14 @@ const fn valid_pat_type(t: u64) -> bool {
 }
 
 impl HvmMsrs {
-    /// The state at start of day: EFER 0, PAT and MTRR default type as above.
-    pub const fn new() -> Self {
+    /// The state at start of day (EFER 0, PAT and MTRR default type as above) of a vCPU
+    /// that may set the CR4 bits `cr4_valid`.
+    pub const fn new(cr4_valid: u64) -> Self {
         HvmMsrs {
             efer: 0,
             pat: PAT_RESET,
             mtrr_def_type: MTRR_DEF_TYPE_WB,
+            cr4_valid,
         }
     }
 
@@ -234,11 +230,13 @@ impl HvmMsrs {
     }
 
     /// A guest write of CR0 from `old` to `new` with CR4 `cr4`: checks what the processor
-    /// checks (SDM Vol. 3A 2.5, 9.8.5) and activates or deactivates long mode.
+    /// checks (SDM Vol. 3A 2.5, 9.8.5; paging cannot be turned off with CR4.PCIDE set) and
+    /// activates or deactivates long mode.
     pub fn set_cr0(&mut self, old: u64, new: u64, cr4: u64) -> Result<(), GpFault> {
         if new >> 32 != 0
             || (new & CR0_PG != 0 && new & CR0_PE == 0)
             || (new & CR0_NW != 0 && new & CR0_CD == 0)
+            || (old & CR0_PG != 0 && new & CR0_PG == 0 && cr4 & CR4_PCIDE != 0)
         {
             return Err(GpFault);
         }
@@ -255,12 +253,15 @@ impl HvmMsrs {
         Ok(())
     }
 
-    /// A guest write of CR4: PAE cannot be cleared in long mode, and VMX, SMX and XSAVE are
-    /// hidden from the guest (CPUID), so their enable bits fault.
-    pub fn check_cr4(&self, new: u64) -> Result<(), GpFault> {
-        if new >> 32 != 0
-            || new & (CR4_VMXE | CR4_SMXE | CR4_OSXSAVE) != 0
-            || (self.efer & efer::LMA != 0 && new & CR4_PAE == 0)
+    /// A guest write of CR4 from `old` to `new` with CR3 `cr3`: only the bits the guest may
+    /// set (its CPUID announces their features), PAE not cleared in long mode, and PCIDE
+    /// turned on only in long mode with CR3[11:0] clear (SDM Vol. 3A 2.5, 4.10.1).
+    pub fn check_cr4(&self, old: u64, new: u64, cr3: u64) -> Result<(), GpFault> {
+        let long_mode = self.efer & efer::LMA != 0;
+        let pcide_on = old & CR4_PCIDE == 0 && new & CR4_PCIDE != 0;
+        if new & !self.cr4_valid != 0
+            || (long_mode && new & CR4_PAE == 0)
+            || (pcide_on && (!long_mode || cr3 & 0xfff != 0))
         {
             return Err(GpFault);
         }
@@ -309,10 +310,15 @@ mod tests {
     use super::*;
 
     const PG_PE: u64 = CR0_PG | CR0_PE;
+    /// What a typical guest may set: everything of a Sandy Bridge's CPUID view.
+    const CR4_VALID: u64 = {
+        use crate::hvm::cpuid::cr4::*;
+        VME | PVI | TSD | DE | PSE | PAE | PGE | PCE | OSFXSR | OSXMMEXCPT | PCIDE
+    };
 
     #[test]
     fn reads_of_known_and_unknown_msrs() {
-        let m = HvmMsrs::new();
+        let m = HvmMsrs::new(CR4_VALID);
         assert_eq!(m.rdmsr(index::APIC_BASE), Err(GpFault));
         assert_eq!(m.rdmsr(index::FEATURE_CONTROL), Ok(1));
         assert_eq!(m.rdmsr(index::MISC_ENABLE), Ok(0x1801));
@@ -340,7 +346,7 @@ mod tests {
 
     #[test]
     fn writes_are_checked() {
-        let mut m = HvmMsrs::new();
+        let mut m = HvmMsrs::new(CR4_VALID);
         assert_eq!(m.wrmsr(index::APIC_BASE, 0xfee0_0900, 0), Err(GpFault));
         assert_eq!(m.wrmsr(index::FEATURE_CONTROL, 5, 0), Err(GpFault));
         assert_eq!(m.wrmsr(index::MTRRCAP, 0, 0), Err(GpFault));
@@ -371,7 +377,7 @@ mod tests {
 
     #[test]
     fn hypercall_page_msr() {
-        let mut m = HvmMsrs::new();
+        let mut m = HvmMsrs::new(CR4_VALID);
         assert_eq!(
             m.wrmsr(XEN_HYPERCALL_MSR, 0x12_3000, 0),
             Ok(MsrWrite::HypercallPage(Gfn(0x123)))
@@ -383,7 +389,7 @@ mod tests {
 
     #[test]
     fn efer_and_long_mode_activation() {
-        let mut m = HvmMsrs::new();
+        let mut m = HvmMsrs::new(CR4_VALID);
         // Reserved bits and SVME fault.
         assert_eq!(m.wrmsr(index::EFER, 1 << 12, 0x11), Err(GpFault));
         assert_eq!(m.wrmsr(index::EFER, 1 << 1, 0x11), Err(GpFault));
@@ -401,28 +407,22 @@ mod tests {
         assert_eq!(m.wrmsr(index::EFER, efer::NXE, PG_PE), Err(GpFault));
         assert_eq!(m.wrmsr(index::EFER, efer::LME, PG_PE), Ok(MsrWrite::Done));
         assert_eq!(m.efer(), efer::LME | efer::LMA);
-        // PAE cannot be cleared in long mode; VMXE is never allowed.
-        assert_eq!(m.check_cr4(0), Err(GpFault));
-        assert_eq!(m.check_cr4(CR4_PAE), Ok(()));
-        assert_eq!(m.check_cr4(CR4_PAE | CR4_VMXE), Err(GpFault));
-        assert_eq!(
-            m.check_cr4(CR4_PAE | CR4_OSXSAVE),
-            Err(GpFault),
-            "XSAVE is hidden"
-        );
+        // PAE cannot be cleared in long mode.
+        assert_eq!(m.check_cr4(CR4_PAE, 0, 0), Err(GpFault));
+        assert_eq!(m.check_cr4(CR4_PAE, CR4_PAE, 0), Ok(()));
         // Paging off leaves long mode.
         assert_eq!(m.set_cr0(PG_PE, CR0_PE, CR4_PAE), Ok(()));
         assert_eq!(m.efer(), efer::LME);
-        assert_eq!(m.check_cr4(0), Ok(()));
+        assert_eq!(m.check_cr4(CR4_PAE, 0, 0), Ok(()));
         // Paging on without LME is 32-bit paging: no LMA.
-        let mut m = HvmMsrs::new();
+        let mut m = HvmMsrs::new(CR4_VALID);
         assert_eq!(m.set_cr0(0x11, PG_PE, 0), Ok(()));
         assert_eq!(m.efer(), 0);
     }
 
     #[test]
     fn invalid_cr0_values_fault() {
-        let mut m = HvmMsrs::new();
+        let mut m = HvmMsrs::new(CR4_VALID);
         assert_eq!(m.set_cr0(0, CR0_PG, 0), Err(GpFault));
         assert_eq!(m.set_cr0(0, CR0_NW | CR0_PE, 0), Err(GpFault));
         assert_eq!(m.set_cr0(0, CR0_NW | CR0_CD | CR0_PE, 0), Ok(()));
@@ -459,5 +459,42 @@ mod tests {
             &page[34 * 32..34 * 32 + 9],
             &[0xb8, 34, 0, 0, 0, 0x0f, 0x01, 0xd9, 0xc3]
         );
+    }
+
+    #[test]
+    fn cr4_takes_only_the_valid_bits() {
+        use crate::hvm::cpuid::cr4;
+        let m = HvmMsrs::new(CR4_VALID);
+        assert_eq!(m.check_cr4(0, CR4_VALID & !CR4_PCIDE, 0), Ok(()));
+        for bit in (0..64).map(|b| 1u64 << b).filter(|b| CR4_VALID & b == 0) {
+            assert_eq!(m.check_cr4(0, bit, 0), Err(GpFault), "{bit:#x}");
+            assert_eq!(m.check_cr4(0, cr4::PAE | bit, 0), Err(GpFault), "{bit:#x}");
+        }
+        // UMIP follows the mask it was given, not a fixed list.
+        let umip = HvmMsrs::new(CR4_VALID | cr4::UMIP);
+        assert_eq!(umip.check_cr4(0, cr4::UMIP, 0), Ok(()));
+        assert_eq!(m.check_cr4(0, cr4::UMIP, 0), Err(GpFault));
+    }
+
+    #[test]
+    fn pcide_needs_long_mode_and_a_clean_cr3() {
+        let mut m = HvmMsrs::new(CR4_VALID);
+        // Outside long mode PCIDE cannot be turned on.
+        assert_eq!(m.check_cr4(0, CR4_PCIDE, 0x1000), Err(GpFault));
+        assert_eq!(m.wrmsr(index::EFER, efer::LME, 0x11), Ok(MsrWrite::Done));
+        assert_eq!(m.set_cr0(0x11, PG_PE | 0x10, CR4_PAE), Ok(()));
+        let (pae, both) = (CR4_PAE, CR4_PAE | CR4_PCIDE);
+        assert_eq!(
+            m.check_cr4(pae, both, 0x1001),
+            Err(GpFault),
+            "CR3[11:0] set"
+        );
+        assert_eq!(m.check_cr4(pae, both, 0x1000), Ok(()));
+        // Once on, CR3's low bits are the PCID and may be anything; it may be turned off.
+        assert_eq!(m.check_cr4(both, both, 0x1fff), Ok(()));
+        assert_eq!(m.check_cr4(both, pae, 0x1fff), Ok(()));
+        // Paging cannot be turned off while PCIDE is set.
+        assert_eq!(m.set_cr0(PG_PE | 0x10, 0x11, both), Err(GpFault));
+        assert_eq!(m.set_cr0(PG_PE | 0x10, 0x11, pae), Ok(()));
     }
 }

@@ -18,6 +18,7 @@ mod pair;
 mod pv;
 mod pvh;
 mod selftest;
+mod share;
 mod traps;
 mod user;
 mod xenbus_test;
@@ -150,6 +151,15 @@ extern "C" fn pvguest_start(start_info: *const StartInfo, boot_rsp: u64) -> ! {
             pv::shutdown(ShutdownReason::Poweroff)
         }
         Ok(Mode::ConsoleEcho) => pv::shutdown(if console_echo::run(&mut kernel) {
+            ShutdownReason::Poweroff
+        } else {
+            ShutdownReason::Crash
+        }),
+        Ok(Mode::Burn(args)) => {
+            share::burn(args);
+            pv::shutdown(ShutdownReason::Poweroff)
+        }
+        Ok(Mode::CpuShare(args)) => pv::shutdown(if share::cpu_share(&kernel, args) {
             ShutdownReason::Poweroff
         } else {
             ShutdownReason::Crash

@@ -454,6 +454,10 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
             super::bench::run_pvh(cmdline);
             pv::shutdown(ShutdownReason::Poweroff)
         }
+        Ok(Mode::Burn(args)) => {
+            super::share::burn(args);
+            pv::shutdown(ShutdownReason::Poweroff)
+        }
         _ => pv::shutdown(ShutdownReason::Poweroff),
     }
 }

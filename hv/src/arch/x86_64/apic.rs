@@ -4,6 +4,7 @@
 
 use super::cpu::{rdmsr, wrmsr};
 use super::traps::{SPURIOUS_VECTOR, TIMER_VECTOR};
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
 use x86_64::instructions::port::Port;
 
@@ -16,6 +17,8 @@ const REG_ID: u32 = 0x20;
 const REG_TPR: u32 = 0x80;
 const REG_EOI: u32 = 0xb0;
 const REG_SVR: u32 = 0xf0;
+/// The interrupt request register's first word (eight, 0x10 apart).
+const REG_IRR: u32 = 0x200;
 const REG_LVT_TIMER: u32 = 0x320;
 const REG_TIMER_INITIAL: u32 = 0x380;
 const REG_TIMER_CURRENT: u32 = 0x390;
@@ -44,6 +47,10 @@ impl core::fmt::Display for Mode {
 }
 
 static MODE: Once<Mode> = Once::new();
+/// TSC ticks per count of the periodic timer, once it runs.
+static TSC_PER_COUNT: AtomicU64 = AtomicU64::new(0);
+/// The periodic timer's period in TSC ticks, once it runs.
+static PERIOD_TSC: AtomicU64 = AtomicU64::new(0);
 
 fn read(reg: u32) -> u32 {
     match MODE.get() {
@@ -127,4 +134,22 @@ pub fn start_periodic(timer_hz: u64, period_ns: u64) {
     write(REG_TIMER_DIVIDE, DIVIDE_BY_16);
     write(REG_LVT_TIMER, LVT_PERIODIC | u32::from(TIMER_VECTOR));
     write(REG_TIMER_INITIAL, count);
+    let per_count = super::time::tsc_hz() / timer_hz.max(1);
+    TSC_PER_COUNT.store(per_count, Ordering::Relaxed);
+    PERIOD_TSC.store(per_count * u64::from(count), Ordering::Relaxed);
+}
+
+/// TSC ticks until the periodic tick fires next: 0 when one is waiting to be taken already
+/// (the timer vector's bit in the IRR), or before the timer runs.
+pub fn tsc_until_tick() -> u64 {
+    let vector = u32::from(TIMER_VECTOR);
+    if read(REG_IRR + (vector / 32) * 0x10) & (1 << (vector % 32)) != 0 {
+        return 0;
+    }
+    u64::from(read(REG_TIMER_CURRENT)) * TSC_PER_COUNT.load(Ordering::Relaxed)
+}
+
+/// The tick's period in TSC ticks (0 before the timer runs).
+pub fn tick_period_tsc() -> u64 {
+    PERIOD_TSC.load(Ordering::Relaxed)
 }

@@ -837,7 +837,7 @@ fn build_hvm_domain(
             vmcs,
             launched: false,
             gprs: start_state.gprs,
-            msrs: HvmMsrs::new(),
+            msrs: HvmMsrs::new(guest_cr4_valid(&caps)),
             vpid,
         }],
     });
@@ -1021,6 +1021,13 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
             return Outcome::Crash("cannot write the host state");
         }
         wr(guest::RSP, vcpu.gprs.get(Gpr::Rsp));
+        if let Some(shift) = caps.preemption_shift {
+            // Until just after the next tick (see `read_caps`), whose exit then finds it
+            // pending; soon if one is pending already.
+            let margin = super::apic::tick_period_tsc() / PREEMPTION_MARGIN_PER_TICK;
+            let count = hvm::preemption_timer_value(super::apic::tsc_until_tick() + margin, shift);
+            wr(guest::PREEMPTION_TIMER, count);
+        }
         if let Some(dom) = domains.get(d) {
             offer_upcall(dom);
         }
@@ -1268,11 +1275,7 @@ fn handle_exit(
                 sub,
                 [r.eax, r.ebx, r.ecx, r.edx],
                 hvm::cpuid::CpuidConfig::default(),
-                hvm::cpuid::CpuidContext {
-                    vcpu_id: 0,
-                    domid,
-                    guest_cr4: rd(control::CR4_READ_SHADOW),
-                },
+                hvm::cpuid::CpuidContext { vcpu_id: 0, domid },
             );
             for (reg, val) in [Gpr::Rax, Gpr::Rbx, Gpr::Rcx, Gpr::Rdx]
                 .into_iter()
@@ -1485,6 +1488,21 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
         .unwrap_or(0)
 }
 
+/// Where the VMX-preemption timer bounds an HVM guest's run, it ends at the latest this
+/// fraction of a tick after the tick is due.
+const PREEMPTION_MARGIN_PER_TICK: u64 = 64;
+
+/// The CR4 bits a guest may set: those its CPUID view announces (the same policy and
+/// configuration as its CPUID exits) that this processor also allows in VMX operation (CR4
+/// fixed-1; a bit outside it would be dropped silently from the real CR4).
+fn guest_cr4_valid(caps: &Caps) -> u64 {
+    let host = |leaf, subleaf| {
+        let r = cpu::cpuid(leaf, subleaf);
+        [r.eax, r.ebx, r.ecx, r.edx]
+    };
+    hvm::cpuid::guest_cr4_valid_bits(host, hvm::cpuid::CpuidConfig::default()) & caps.cr4_fixed.1
+}
+
 /// A control-register access (CR0 and CR4 are fully host-owned, see `vmcs_setup`).
 fn cr_access(
     q: crate::hvm::exit::CrQualification,
@@ -1528,7 +1546,8 @@ fn cr_access(
     match (q.cr, q.access) {
         (4, CrAccessType::MovToCr(r)) => {
             let new = vcpu.gprs.get(r);
-            if vcpu.msrs.check_cr4(new).is_err() {
+            let old = rd(control::CR4_READ_SHADOW);
+            if vcpu.msrs.check_cr4(old, new, rd(guest::CR3)).is_err() {
                 inject(Event::GP0);
                 return Step::Resume;
             }
