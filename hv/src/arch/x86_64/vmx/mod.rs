@@ -376,12 +376,11 @@ impl GuestPhys {
 
 /// An HVM guest's virtual memory for hypercall arguments: translated through its own page
 /// tables (walked in guest-physical memory), then through EPT.
+///
+/// The guest's paging registers are read from the current VMCS when an address is
+/// translated, so a hypercall that touches no memory costs no VMREADs for them.
 struct HvmGuestMem {
     phys: GuestPhys,
-    cr0: u64,
-    cr3: u64,
-    cr4: u64,
-    efer: u64,
 }
 
 impl crate::hvm::guest_walk::GuestPhysRead for GuestPhys {
@@ -394,10 +393,10 @@ impl HvmGuestMem {
     /// The guest-physical address of `gva`, walked by [`crate::hvm::guest_walk`].
     fn translate(&self, gva: u64, access: Access) -> Option<u64> {
         let st = crate::hvm::guest_walk::PagingState {
-            cr0: self.cr0,
-            cr3: self.cr3,
-            cr4: self.cr4,
-            efer: self.efer,
+            cr0: rd(control::CR0_READ_SHADOW),
+            cr3: rd(guest::CR3),
+            cr4: rd(control::CR4_READ_SHADOW),
+            efer: rd(guest::IA32_EFER),
         };
         crate::hvm::guest_walk::walk(&self.phys, &st, gva, access).ok()
     }
@@ -435,6 +434,8 @@ struct HvmVcpu {
     gprs: Gprs,
     msrs: HvmMsrs,
     vpid: u16,
+    /// hv left interrupt-window exiting on (an upcall waits for the guest to take it).
+    window_armed: bool,
 }
 
 /// One HVM domain's hardware state.
@@ -839,6 +840,7 @@ fn build_hvm_domain(
             gprs: start_state.gprs,
             msrs: HvmMsrs::new(guest_cr4_valid(&caps)),
             vpid,
+            window_armed: false,
         }],
     });
     info!(
@@ -966,7 +968,10 @@ fn skip_instruction() {
     let len = u64::from(rd(exit_info::EXIT_INSTRUCTION_LEN));
     wr(guest::RIP, rd(guest::RIP).wrapping_add(len));
     // Retiring the instruction ends STI / MOV SS blocking.
-    wr(guest::INTERRUPTIBILITY, rd(guest::INTERRUPTIBILITY) & !3);
+    let blocking = rd(guest::INTERRUPTIBILITY);
+    if blocking & 3 != 0 {
+        wr(guest::INTERRUPTIBILITY, blocking & !3);
+    }
 }
 
 /// Logs the guest-state area and the controls after a failed VM entry.
@@ -1014,12 +1019,14 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
     }
     let gdt = vmcs_setup::sgdt();
     let idt = vmcs_setup::sidt();
+    // CR3 and the FS/GS bases stay as they are until this returns: exits are handled here
+    // without switching address spaces.
+    // SAFETY: this vCPU's VMCS is current.
+    if let Err(e) = unsafe { vmcs_setup::refresh_host_state() } {
+        error!("d{domid}: host state: {e:?}");
+        return Outcome::Crash("cannot write the host state");
+    }
     loop {
-        // SAFETY: this vCPU's VMCS is current.
-        if let Err(e) = unsafe { vmcs_setup::refresh_host_state() } {
-            error!("d{domid}: host state: {e:?}");
-            return Outcome::Crash("cannot write the host state");
-        }
         wr(guest::RSP, vcpu.gprs.get(Gpr::Rsp));
         if let Some(shift) = caps.preemption_shift {
             // Until just after the next tick (see `read_caps`), whose exit then finds it
@@ -1029,7 +1036,7 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
             wr(guest::PREEMPTION_TIMER, count);
         }
         if let Some(dom) = domains.get(d) {
-            offer_upcall(dom);
+            offer_upcall(dom, &mut vcpu.window_armed);
         }
         // SAFETY: the VMCS is current and complete (init_vmcs); hv_vmx_enter saves hv's
         // callee-saved registers and the VM exit returns through hv_vmx_exit onto this stack
@@ -1061,9 +1068,7 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
         vcpu.launched = true;
         vcpu.gprs.set(Gpr::Rsp, rd(guest::RSP));
         redeliver_interrupted_event();
-        let reason = ExitReason(rd(exit_info::EXIT_REASON));
-        let qual = rd(exit_info::EXIT_QUALIFICATION);
-        let exit = decode_exit(reason, qual);
+        let exit = decode_exit(ExitReason(rd(exit_info::EXIT_REASON)));
         let Some(dom) = domains.get_mut(d) else {
             return Outcome::Crash("no such domain");
         };
@@ -1126,13 +1131,19 @@ fn redeliver_interrupted_event() {
 /// Raises the domain's event-channel callback vector if an upcall is pending and the guest
 /// can take it now, or asks for an interrupt-window exit until it can
 /// ([`hvm::upcall_action`]).
-fn offer_upcall(dom: &Domain) {
+///
+/// `window_armed` is whether hv left interrupt-window exiting on: with nothing pending and
+/// no window to close, the entry needs no VMCS access at all (the common hypercall return).
+fn offer_upcall(dom: &Domain, window_armed: &mut bool) {
     let vector = dom.hvm.and_then(|h| h.callback_vector());
     let pending = dom
         .shared
         .vcpu_info
         .first()
         .is_some_and(|i| i.evtchn_upcall_pending != 0);
+    if !(*window_armed || pending && vector.is_some()) {
+        return;
+    }
     let injecting = InterruptionInfo::decode(rd(control::ENTRY_INTR_INFO)).is_some();
     let action = hvm::upcall_action(
         vector,
@@ -1159,6 +1170,7 @@ fn offer_upcall(dom: &Domain) {
     if new != procs {
         wr(control::PRIMARY_PROC_BASED, new);
     }
+    *window_armed = want;
 }
 
 /// The parts of the domain's HVM state the exit handlers use.
@@ -1186,10 +1198,12 @@ enum Step {
     Out(Outcome),
 }
 
-/// The vendor-neutral exit for a VMX exit reason and qualification.
-fn decode_exit(reason: ExitReason, qual: u64) -> Exit {
+/// The vendor-neutral exit for a VMX exit reason (its qualification is read only for the
+/// reasons that have one).
+fn decode_exit(reason: ExitReason) -> Exit {
+    let qual = || rd(exit_info::EXIT_QUALIFICATION);
     if reason.entry_failure() {
-        return match EntryFailure::decode(reason, qual) {
+        return match EntryFailure::decode(reason, qual()) {
             Some(f) => Exit::EntryFailed(f),
             None => Exit::Unhandled(reason.0),
         };
@@ -1218,16 +1232,16 @@ fn decode_exit(reason: ExitReason, qual: u64) -> Exit {
         Ok(r) if r.is_hidden_instruction() => Exit::HiddenInstruction,
         Ok(BasicExitReason::Rdmsr) => Exit::Rdmsr,
         Ok(BasicExitReason::Wrmsr) => Exit::Wrmsr,
-        Ok(BasicExitReason::IoInstruction) => match IoQualification::decode(qual) {
+        Ok(BasicExitReason::IoInstruction) => match IoQualification::decode(qual()) {
             Ok(io) => Exit::Io(io),
             Err(_) => Exit::Unhandled(reason.0),
         },
         Ok(BasicExitReason::CrAccess) => {
-            Exit::CrAccess(crate::hvm::exit::CrQualification::decode(qual))
+            Exit::CrAccess(crate::hvm::exit::CrQualification::decode(qual()))
         }
         Ok(BasicExitReason::EptViolation) => Exit::GpaFault {
             gpa: rd(exit_info::GUEST_PHYSICAL_ADDR),
-            access: EptViolation::decode(qual).access(),
+            access: EptViolation::decode(qual()).access(),
         },
         _ => Exit::Unhandled(reason.0),
     }
@@ -1441,13 +1455,7 @@ fn string_io(io: &IoQualification, hd: DomParts<'_>, vcpu: &mut HvmVcpu, dom: &m
         linear,
         cpu_mode(),
     );
-    let mem = HvmGuestMem {
-        phys: hd.phys,
-        cr0: rd(control::CR0_READ_SHADOW),
-        cr3: rd(guest::CR3),
-        cr4: rd(control::CR4_READ_SHADOW),
-        efer: rd(guest::IA32_EFER),
-    };
+    let mem = HvmGuestMem { phys: hd.phys };
     let size = usize::from(io.size.clamp(1, 4));
     for i in 0..c.elements {
         let at = hvm::string_io::element_address(linear, i, io.size, down);
@@ -1474,13 +1482,7 @@ fn string_io(io: &IoQualification, hd: DomParts<'_>, vcpu: &mut HvmVcpu, dom: &m
 
 /// Copies the bytes at the guest's CS:RIP (through its paging), as many as are readable.
 fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -> usize {
-    let mem = HvmGuestMem {
-        phys,
-        cr0: rd(control::CR0_READ_SHADOW),
-        cr3: rd(guest::CR3),
-        cr4: rd(control::CR4_READ_SHADOW),
-        efer: rd(guest::IA32_EFER),
-    };
+    let mem = HvmGuestMem { phys };
     let linear = rd(guest::CS_BASE).wrapping_add(rd(guest::RIP));
     (0..=buf.len())
         .rev()
@@ -1626,10 +1628,6 @@ fn hypercall_exit(
     };
     let mut mem = HvmGuestMem {
         phys: GuestPhys { ept, domid: dom.id },
-        cr0: rd(control::CR0_READ_SHADOW),
-        cr3: rd(guest::CR3),
-        cr4: rd(control::CR4_READ_SHADOW),
-        efer: rd(guest::IA32_EFER),
     };
     let nr = regs.rax;
     let outcome = if !hvm_allowed(nr) {
