@@ -29,8 +29,15 @@
 //!   is down;
 //! - a boot sector gets no BIOS: the real-mode vector table is zeroed memory, so `int 0x10`,
 //!   `int 0x13` and the like jump to address 0; it prints through COM1 or port 0xe9;
-//! - `XENMEM_add_to_physmap` (shared info and grant-table frames) is handled here, since
-//!   it changes the EPT; hypercalls that only make sense for PV guests return `ENOSYS`.
+//! - `XENMEM_add_to_physmap` (shared info and grant-table frames) and grant mappings at
+//!   guest-physical addresses ([`map_grant`]) are handled here, since they change the EPT;
+//!   hypercalls that only make sense for PV guests return `ENOSYS`, and the reservation
+//!   `memory_op`s (ballooning) are `ENOSYS` for HVM domains;
+//! - a 32-bit guest's hypercalls use Xen's compat layouts only for `add_to_physmap`; other
+//!   structures are read with the 64-bit layout (those of event channels, `hvm_op` and grant
+//!   map/unmap are the same in both);
+//! - the VMX-preemption timer (where the CPU has it) ends each run just after hv's next tick
+//!   is due, so a guest computing with interrupts off is still preempted.
 
 pub mod instructions;
 pub mod vmcs_setup;
