@@ -299,7 +299,7 @@ pub fn build_domain(
     let hvm = match spec.kind {
         DomainKind::Pv => None,
         DomainKind::Pvh => Some(super::vmx::build_pvh_domain(id, spec, ring_peer)),
-        DomainKind::Hvm => Some(super::vmx::build_boot_sector_domain(id, spec, ring_peer)),
+        DomainKind::Hvm => Some(super::vmx::build_boot_sector_domain(id, spec)),
     };
     if let Some(built) = hvm {
         RUNTIME.lock().domains.push(built.map_err(BuildFailure)?);

@@ -659,17 +659,14 @@ pub fn build_pvh_domain(
 }
 
 /// Builds HVM domain `id` from a boot sector, started in real mode at 0x7c00 with no BIOS
-/// (see [`build_hvm_domain`] and [`build_real_mode`]).
-pub fn build_boot_sector_domain(
-    id: u16,
-    spec: &DomainSpec<'_>,
-    ring_peer: Option<u16>,
-) -> Result<Domain, String> {
+/// (see [`build_hvm_domain`] and [`build_real_mode`]). It gets no xenstore or console rings:
+/// boot code has no PV drivers to use them.
+pub fn build_boot_sector_domain(id: u16, spec: &DomainSpec<'_>) -> Result<Domain, String> {
     check_boot_sector(spec.kernel).map_err(|e| fail(format_args!("kernel: {e}")))?;
     if spec.module.is_some() || !spec.cmdline.is_empty() {
         warn!("d{id}: a boot sector gets no command line or module: ignoring them");
     }
-    build_hvm_domain(id, spec, ring_peer, |mem, memmap| {
+    build_hvm_domain(id, spec, None, |mem, memmap| {
         let start = build_real_mode(mem, memmap, spec.kernel)
             .map_err(|e| fail(format_args!("building: {e}")))?;
         let what = alloc::format!(
