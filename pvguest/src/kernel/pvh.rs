@@ -400,12 +400,13 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         triple_fault();
     }
     let mut tally = Tally::default();
-    let checks: [(&str, Check); 5] = [
+    let checks: [(&str, Check); 6] = [
         ("pvh_start_info", check_start_info),
         ("pvh_long_mode", check_long_mode),
         ("pvh_xen_version", check_xen_version),
         ("pvh_shared_info", check_shared_info),
         ("pvh_string_io", check_string_io),
+        ("pvh_refusals", check_refusals),
     ];
     for (name, check) in checks {
         let result = check(&si);
@@ -552,6 +553,114 @@ fn check_string_io(_: &HvmStartInfo) -> CheckResult {
         "rep insw from port {NO_DEVICE_PORT:#x} read {words:x?}"
     );
     Ok(())
+}
+
+/// What an HVM guest must be refused, each with the errno the hypervisor gives: a PV-only
+/// hypercall, a callback at an exception vector or through a GSI, a non-existent domain's
+/// parameter, the shared-info page at a frame beyond the guest's
+/// address width or at index 1, a grant-table frame beyond the table's limit, and ballooning
+/// (an HVM guest's memory is its EPT).
+fn check_refusals(_: &HvmStartInfo) -> CheckResult {
+    use hypercall_abi::errno::Errno;
+    use hypercall_abi::hvm::{HvmOp, XenHvmParam};
+    use hypercall_abi::memory::XenMemoryReservation;
+    use hypercall_abi::xen::Hypercall;
+    let hc = pv::hypercalls();
+    let expect = |what: &str, ret: i64, want: Errno| -> CheckResult {
+        ensure!(ret == want.as_ret(), "{what}: {ret}, not -{want:?}");
+        Ok(())
+    };
+    // SAFETY: mmu_update with no requests; an HVM guest is refused before anything is read.
+    let ret = unsafe { hc.hypercall4(Hypercall::MmuUpdate, 0, 0, 0, DOMID_SELF.into()) };
+    expect("mmu_update", ret, Errno::ENOSYS)?;
+    let set_param = |domid: u16, index: HvmParam, value: u64| {
+        let p = XenHvmParam {
+            domid,
+            pad: 0,
+            index: index.raw(),
+            value,
+        };
+        // SAFETY: the hypervisor reads one `XenHvmParam`; every call here must be refused,
+        // and a refused one changes nothing.
+        unsafe {
+            hc.hypercall2(
+                Hypercall::HvmOp,
+                HvmOp::SetParam as u64,
+                &p as *const XenHvmParam as u64,
+            )
+        }
+    };
+    let vector = |v: u8| HvmCallbackVia::Vector(v).encode();
+    expect(
+        "callback at vector 14",
+        set_param(DOMID_SELF, HvmParam::CallbackIrq, vector(14)),
+        Errno::EINVAL,
+    )?;
+    expect(
+        "callback through GSI 5",
+        set_param(
+            DOMID_SELF,
+            HvmParam::CallbackIrq,
+            HvmCallbackVia::Gsi(5).encode(),
+        ),
+        Errno::EINVAL,
+    )?;
+    expect(
+        "a missing domain's callback",
+        set_param(0x7000, HvmParam::CallbackIrq, vector(0x40)),
+        Errno::ESRCH,
+    )?;
+    let add = |space: XenMapSpace, idx: u64, gpfn: u64| {
+        let mut arg = XenAddToPhysmap {
+            domid: DOMID_SELF,
+            size: 0,
+            space: space as u32,
+            idx,
+            gpfn,
+        };
+        // SAFETY: each call names a frame the hypervisor must refuse to place, so nothing of
+        // the guest's memory changes.
+        unsafe {
+            hc.hypercall2(
+                Hypercall::MemoryOp,
+                MemoryOp::AddToPhysmap as u64,
+                &mut arg as *mut XenAddToPhysmap as u64,
+            )
+        }
+    };
+    expect(
+        "shared info beyond the address width",
+        add(XenMapSpace::SharedInfo, 0, 1 << 40),
+        Errno::EINVAL,
+    )?;
+    expect(
+        "shared info index 1",
+        add(XenMapSpace::SharedInfo, 1, 0x100),
+        Errno::EINVAL,
+    )?;
+    expect(
+        "grant-table frame 1000",
+        add(XenMapSpace::GrantTable, 1000, 0x100),
+        Errno::EINVAL,
+    )?;
+    let frame = 0x100u64;
+    let mut reservation = XenMemoryReservation {
+        extent_start: hypercall_abi::GuestHandle::from_ptr(&frame),
+        nr_extents: 1,
+        extent_order: 0,
+        mem_flags: 0,
+        domid: DOMID_SELF,
+        pad0: [0; 3],
+    };
+    // SAFETY: refused for an HVM guest before anything is freed.
+    let ret = unsafe {
+        hc.hypercall2(
+            Hypercall::MemoryOp,
+            MemoryOp::DecreaseReservation as u64,
+            &mut reservation as *mut XenMemoryReservation as u64,
+        )
+    };
+    expect("decrease_reservation", ret, Errno::ENOSYS)
 }
 
 fn check_shared_info(_: &HvmStartInfo) -> CheckResult {
