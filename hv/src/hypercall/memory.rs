@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use super::{Ctx, HcResult};
+use super::{compat_words, Ctx, HcResult};
 use crate::domain::state::INVALID_MFN;
 use crate::mm::guest_access::{read_obj, write_obj};
 use hypercall_abi::errno::Errno;
@@ -178,7 +178,12 @@ fn ram_runs(p2m: &[u64]) -> Vec<(u64, u64, u32)> {
 /// Fills a `struct xen_memory_map` (nr_entries: IN capacity, OUT count; buffer handle) with
 /// E820 entries (start, length, type); a map larger than the buffer is cut.
 fn write_map(ctx: &mut Ctx<'_>, arg: u64, map: &[(u64, u64, u32)]) -> HcResult {
-    let [nr, buffer] = read_obj::<[u64; 2]>(ctx.mem, arg)?;
+    // The compat layout's buffer handle is 32 bits, right after nr_entries.
+    let [nr, buffer] = if ctx.compat {
+        compat_words::<2>(ctx.mem, arg).map(|w| w.map(u64::from))?
+    } else {
+        read_obj::<[u64; 2]>(ctx.mem, arg)?
+    };
     let capacity = nr as u32 as usize;
     if capacity < 1 {
         return Err(Errno::EINVAL);

@@ -19,9 +19,10 @@ mod vcpu;
 mod version;
 
 use crate::domain::state::{Domain, Peers};
-use crate::mm::guest_access::{Fault, GuestMem};
+use crate::mm::guest_access::{read_obj, Fault, GuestMem};
 use crate::regs::Regs;
 use hypercall_abi::errno::Errno;
+use hypercall_abi::grant_table::GnttabOp;
 use hypercall_abi::sched::ShutdownReason;
 use hypercall_abi::xen::{Hypercall, DOMID_SELF};
 use hypercall_abi::DomId;
@@ -179,6 +180,23 @@ pub struct Ctx<'a> {
     pub hw: &'a mut dyn Platform,
     /// The other domains.
     pub peers: Peers<'a>,
+    /// The caller runs 32-bit code (an HVM guest outside long mode): its structures use
+    /// Xen's compat layouts, where longs, guest handles and frame numbers are 32 bits wide
+    /// and 64-bit fields are only 4-byte aligned. Handlers whose structures differ read
+    /// them so ([`compat_words`]) or refuse with `ENOSYS`.
+    pub compat: bool,
+}
+
+/// Reads `N` little-endian 32-bit words at `arg` (a compat structure's fields, in order).
+pub(crate) fn compat_words<const N: usize>(
+    mem: &mut dyn GuestMem,
+    arg: u64,
+) -> Result<[u32; N], Fault> {
+    let mut words = [0u32; N];
+    for (i, w) in words.iter_mut().enumerate() {
+        *w = read_obj::<u32>(mem, arg.checked_add(4 * i as u64).ok_or(Fault)?)?;
+    }
+    Ok(words)
 }
 
 /// A handler's result: a value for RAX, or a Xen errno.
@@ -290,6 +308,17 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) 
                 entries: a[1],
             },
         ),
+        // setup_table and copy carry frame numbers and handles, 32 bits wide in the compat
+        // layouts, which are not translated; the other operations' layouts are the same.
+        Hypercall::GrantTableOp
+            if ctx.compat
+                && matches!(
+                    GnttabOp::try_from(a[0] as u32),
+                    Ok(GnttabOp::SetupTable | GnttabOp::Copy)
+                ) =>
+        {
+            Flow::Value(Err(Errno::ENOSYS))
+        }
         Hypercall::GrantTableOp => Flow::Value(
             ctx.hw
                 .grant_table_op(ctx.dom, ctx.vcpu, a[0], a[1], a[2], ctx.mem),
@@ -349,6 +378,8 @@ pub(crate) mod testing {
         /// Frames still referenced (cannot be released).
         pub busy: std::collections::BTreeSet<u64>,
         pub m2p: std::collections::BTreeMap<u64, u64>,
+        /// The grant_table_op commands that reached the platform.
+        pub grant_cmds: Vec<u64>,
     }
 
     impl Platform for FakePlatform {
@@ -386,16 +417,18 @@ pub(crate) mod testing {
         ) -> Result<MmuDone, Errno> {
             Err(Errno::ENOSYS)
         }
+        /// Records the command; the grant tables are tested in `crate::gnttab`.
         fn grant_table_op(
             &mut self,
             _: &mut Domain,
             _: usize,
-            _: u64,
+            cmd: u64,
             _: u64,
             _: u64,
             _: &mut dyn GuestMem,
         ) -> HcResult {
-            Err(Errno::ENOSYS)
+            self.grant_cmds.push(cmd);
+            Ok(0)
         }
         fn alloc_frames(&mut self, domid: DomId, order: u32) -> Option<u64> {
             let n = 1u64 << order;
@@ -434,6 +467,8 @@ pub(crate) mod testing {
         pub regs: Regs,
         pub mem: FakeGuestMem,
         pub hw: FakePlatform,
+        /// Calls are made as a 32-bit (compat) caller's.
+        pub compat: bool,
     }
 
     /// A running domain `id` with one vCPU and 256 pages at machine frames 0x1000 + pfn.
@@ -472,7 +507,9 @@ pub(crate) mod testing {
                     owned: (0x1000..0x1100).map(|m| (m, 1)).collect(),
                     busy: Default::default(),
                     m2p: (0..256).map(|i| (0x1000 + i, i)).collect(),
+                    grant_cmds: Vec::new(),
                 },
+                compat: false,
             }
         }
 
@@ -495,6 +532,7 @@ pub(crate) mod testing {
                 mem: &mut self.mem,
                 hw: &mut self.hw,
                 peers: Peers::new(&mut self.peers),
+                compat: self.compat,
             };
             let out = dispatch(&mut ctx);
             (out, self.regs.rax as i64)
@@ -512,6 +550,91 @@ mod tests {
         let mut w = World::new();
         for nr in [11, 60, 127, 128, u64::MAX] {
             assert_eq!(w.call(nr, &[]), (Outcome::Continue, -38), "hypercall {nr}");
+        }
+    }
+
+    /// A 32-bit caller: sched_poll, memory_map and vcpu_op read and write Xen's compat
+    /// layouts; the grant operations whose layouts differ are refused, the others go on.
+    mod compat {
+        use super::super::testing::{World, MEM_BASE};
+        use super::super::Outcome;
+        use crate::domain::state::VcpuState;
+        use crate::mm::guest_access::{read_obj, write_obj};
+
+        fn world() -> World {
+            let mut w = World::new();
+            w.compat = true;
+            w
+        }
+
+        #[test]
+        fn sched_poll() {
+            let mut w = world();
+            let port = w.dom.evtchn.bind_virq(0, 0).unwrap();
+            write_obj(&mut w.mem, MEM_BASE + 0x100, &port).unwrap();
+            // ports (32-bit handle), nr_ports, timeout at offset 8.
+            let ports = (MEM_BASE + 0x100) as u32;
+            write_obj(&mut w.mem, MEM_BASE, &[ports, 1, 5_000_000, 0]).unwrap();
+            assert_eq!(w.call(29, &[3, MEM_BASE]), (Outcome::Block, 0));
+            assert_eq!(w.dom.vcpus[0].poll_ports, [port]);
+            assert_eq!(w.dom.vcpus[0].poll_deadline, Some(5_000_000));
+            w.dom.vcpus[0].state = VcpuState::Runnable;
+            write_obj(&mut w.mem, MEM_BASE, &[ports, 1, 0, 1]).unwrap();
+            assert_eq!(w.call(29, &[3, MEM_BASE]), (Outcome::Block, 0));
+            assert_eq!(
+                w.dom.vcpus[0].poll_deadline,
+                Some(1 << 32),
+                "timeout's high half"
+            );
+        }
+
+        #[test]
+        fn memory_map() {
+            let mut w = world();
+            let buffer = (MEM_BASE + 0x100) as u32;
+            write_obj(&mut w.mem, MEM_BASE, &[4u32, buffer]).unwrap();
+            assert_eq!(w.call(12, &[9, MEM_BASE]).1, 0);
+            assert_eq!(read_obj::<u32>(&mut w.mem, MEM_BASE).unwrap(), 1);
+            let e: [u8; 20] = read_obj(&mut w.mem, MEM_BASE + 0x100).unwrap();
+            assert_eq!(e[8..16], (256u64 * 4096).to_le_bytes());
+        }
+
+        #[test]
+        fn vcpu_runstate_and_timer() {
+            let mut w = world();
+            write_obj(&mut w.mem, MEM_BASE, &[u64::MAX; 6]).unwrap();
+            assert_eq!(w.call(24, &[4, 0, MEM_BASE]).1, 0);
+            let words: [u64; 6] = read_obj(&mut w.mem, MEM_BASE).unwrap();
+            let info: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            assert_eq!(info[..4], 0u32.to_le_bytes(), "running");
+            assert_eq!(info[4..12], 1_000_000u64.to_le_bytes(), "state_entry_time");
+            assert_eq!(info[12..20], 1_000_000u64.to_le_bytes(), "time[running]");
+            assert_eq!(info[20..44], [0; 24]);
+            assert_eq!(
+                info[44..],
+                [0xff; 4],
+                "nothing beyond the 44-byte compat struct"
+            );
+            // timeout (u64) and flags in 12 bytes: a past deadline with the future flag.
+            write_obj(&mut w.mem, MEM_BASE, &[5u32, 0, 1]).unwrap();
+            assert_eq!(w.call(24, &[8, 0, MEM_BASE]).1, -62);
+            write_obj(&mut w.mem, MEM_BASE, &[5u32, 1, 1]).unwrap();
+            assert_eq!(w.call(24, &[8, 0, MEM_BASE]).1, 0);
+            assert_eq!(w.dom.vcpus[0].timer_deadline, Some(5 | 1 << 32));
+        }
+
+        #[test]
+        fn grant_ops_with_other_layouts_are_refused() {
+            let mut w = world();
+            // setup_table (2) and copy (5) are refused; map (0) and query_size (6) go on.
+            for cmd in [0, 2, 5, 6] {
+                w.call(20, &[cmd, MEM_BASE, 1]);
+            }
+            assert_eq!(w.hw.grant_cmds, [0, 6]);
+            assert_eq!(w.call(20, &[5, MEM_BASE, 1]).1, -38);
+            w.compat = false;
+            w.call(20, &[5, MEM_BASE, 1]);
+            assert_eq!(w.hw.grant_cmds, [0, 6, 5], "64-bit callers copy");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `sched_op` and `set_timer_op`.
 
-use super::{Ctx, Flow, HcResult, Outcome};
+use super::{compat_words, Ctx, Flow, HcResult, Outcome};
 use crate::domain::state::VcpuState;
 use crate::evtchn;
 use crate::mm::guest_access::read_obj;
@@ -51,8 +51,20 @@ fn block(ctx: &mut Ctx<'_>) -> Flow {
 
 /// `SCHEDOP_poll`: sleeps until one of the ports is pending or the timeout passes.
 fn poll(ctx: &mut Ctx<'_>, arg: u64) -> Flow {
-    // struct sched_poll: ports (handle), nr_ports (u32 + pad), timeout (u64).
-    let [ports, nr, timeout] = match read_obj::<[u64; 3]>(ctx.mem, arg) {
+    // struct sched_poll: ports (handle), nr_ports (u32 + pad), timeout (u64); in the compat
+    // layout the handle is 32 bits and timeout follows nr_ports at offset 8.
+    let header = if ctx.compat {
+        compat_words::<4>(ctx.mem, arg).map(|[p, n, lo, hi]| {
+            [
+                u64::from(p),
+                u64::from(n),
+                u64::from(lo) | u64::from(hi) << 32,
+            ]
+        })
+    } else {
+        read_obj::<[u64; 3]>(ctx.mem, arg)
+    };
+    let [ports, nr, timeout] = match header {
         Ok(v) => v,
         Err(f) => return Flow::Value(Err(f.into())),
     };

@@ -1,8 +1,8 @@
 //! `vcpu_op`: a domain's questions and requests about its vCPUs.
 
-use super::{Ctx, HcResult};
+use super::{compat_words, Ctx, HcResult};
 use crate::domain::state::VcpuState;
-use crate::mm::guest_access::{read_obj, write_obj};
+use crate::mm::guest_access::write_obj;
 use hypercall_abi::errno::Errno;
 use hypercall_abi::vcpu::VcpuOp;
 
@@ -33,13 +33,25 @@ pub(super) fn vcpu_op(ctx: &mut Ctx<'_>, cmd: u64, vcpu: u64, arg: u64) -> HcRes
                 VcpuState::Blocked | VcpuState::Polling => RUNSTATE_BLOCKED,
                 VcpuState::Down => RUNSTATE_OFFLINE,
             };
-            // struct vcpu_runstate_info: state (int + pad), state_entry_time, time[4].
+            // struct vcpu_runstate_info: state (int + pad), state_entry_time, time[4]; the
+            // compat layout has no pad (its 64-bit fields are 4-byte aligned).
             let now = ctx.hw.now_ns();
-            write_obj(ctx.mem, arg, &[state, now, now, 0, 0, 0])?;
+            if ctx.compat {
+                let mut info = [0u8; 44];
+                info[..4].copy_from_slice(&(state as u32).to_le_bytes());
+                info[4..12].copy_from_slice(&now.to_le_bytes());
+                info[12..20].copy_from_slice(&now.to_le_bytes());
+                write_obj(ctx.mem, arg, &info)?;
+            } else {
+                write_obj(ctx.mem, arg, &[state, now, now, 0, 0, 0])?;
+            }
             Ok(0)
         }
         VcpuOp::SetSingleshotTimer if me => {
-            let [deadline, flags] = read_obj::<[u64; 2]>(ctx.mem, arg)?;
+            // struct vcpu_set_singleshot_timer: timeout (u64), flags (u32, then padding that
+            // the 12-byte compat layout lacks).
+            let [lo, hi, flags] = compat_words::<3>(ctx.mem, arg)?;
+            let (deadline, flags) = (u64::from(lo) | u64::from(hi) << 32, u64::from(flags));
             if flags & SSHOTTMR_FUTURE != 0 && deadline < ctx.hw.now_ns() {
                 return Err(Errno::ETIME);
             }

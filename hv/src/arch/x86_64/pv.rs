@@ -510,6 +510,8 @@ pub fn guest_syscall(frame: &mut Regs) {
                 mem: &mut mem,
                 hw: &mut Machine,
                 peers,
+                // hv runs 64-bit PV guests only.
+                compat: false,
             };
             hypercall::dispatch(&mut ctx)
         } else {

@@ -33,9 +33,10 @@
 //!   guest-physical addresses ([`map_grant`]) are handled here, since they change the EPT;
 //!   hypercalls that only make sense for PV guests return `ENOSYS`, and the reservation
 //!   `memory_op`s (ballooning) are `ENOSYS` for HVM domains;
-//! - a 32-bit guest's hypercalls use Xen's compat layouts only for `add_to_physmap`; other
-//!   structures are read with the 64-bit layout (those of event channels, `hvm_op` and grant
-//!   map/unmap are the same in both);
+//! - a 32-bit guest's hypercalls are dispatched with `compat` set: `add_to_physmap` (here),
+//!   `sched_poll`, the memory maps and `vcpu_op`'s runstate and timer read Xen's compat
+//!   layouts; grant `setup_table` and `copy` are `ENOSYS` for it (their layouts are not
+//!   translated); the rest have the same layout in both;
 //! - the VMX-preemption timer (where the CPU has it) ends each run just after hv's next tick
 //!   is due, so a guest computing with interrupts off is still preempted.
 
@@ -1654,6 +1655,7 @@ fn hypercall_exit(
             mem: &mut mem,
             hw,
             peers,
+            compat: mode != CpuMode::Bits64,
         };
         hypercall::dispatch(&mut ctx)
     };
