@@ -10,7 +10,6 @@
 use alloc::string::String;
 use core::fmt::{self, Write};
 
-use hypercall_abi::DomId;
 
 use super::router::Focus;
 use crate::domain::state::{Domain, DomainState, VcpuState};
@@ -29,8 +28,6 @@ pub const KEYS: [(u8, &str); 2] = [
 pub struct View<'a> {
     /// Every domain hv has built, live or not.
     pub domains: &'a [Domain],
-    /// Whether a domain runs under hardware virtualisation.
-    pub is_hvm: &'a dyn Fn(DomId) -> bool,
     /// Who has the input now.
     pub focus: Focus,
     /// Bytes typed for a focused domain that had gone.
@@ -101,7 +98,7 @@ fn dump(view: &View<'_>, emit: &mut dyn FnMut(fmt::Arguments<'_>)) {
         view.lost
     ));
     for d in view.domains {
-        let kind = if (view.is_hvm)(d.id) { "HVM" } else { "PV" };
+        let kind = if d.hvm.is_some() { "HVM" } else { "PV" };
         let role = if d.privileged { ", control domain" } else { "" };
         emit(format_args!(
             "d{} ({}): {}, {kind}{role}, {} pages (max {})",
@@ -161,7 +158,6 @@ mod tests {
     fn h_lists_every_key_and_others_are_ignored() {
         let view = View {
             domains: &[],
-            is_hvm: &|_| false,
             focus: Focus::Hv,
             lost: 0,
         };
@@ -189,11 +185,11 @@ mod tests {
         b.state = DomainState::Crashed;
         b.vcpus[0].state = VcpuState::Down;
         b.console_in = InputQueue::new(Sink::Uart);
+        b.hvm = Some(crate::domain::state::HvmParams::default());
         b.console_in.push(&[0; crate::console::INPUT_QUEUE_MAX + 5]);
         let domains = [a, b];
         let view = View {
             domains: &domains,
-            is_hvm: &|id| id == 4,
             focus: Focus::Domain(4),
             lost: 9,
         };

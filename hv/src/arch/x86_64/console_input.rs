@@ -74,7 +74,6 @@ pub fn poll(domains: &mut [Domain]) {
                 for &key in passed.as_slice() {
                     let view = View {
                         domains,
-                        is_hvm: &vmx::is_hvm,
                         focus: Focus::Hv,
                         lost: input.lost,
                     };

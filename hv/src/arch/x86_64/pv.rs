@@ -734,7 +734,7 @@ fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
 /// when a PV vCPU is current, whose frame the caller then returns to.
 fn run_hvm(rt: &mut Runtime, frame: &mut Regs) {
     while let Some((d, v)) = rt.current {
-        if !super::vmx::is_hvm(rt.domains[d].id) {
+        if rt.domains[d].hvm.is_none() {
             return;
         }
         let outcome = super::vmx::run_vcpu(&mut rt.domains, d, v, &mut Machine);

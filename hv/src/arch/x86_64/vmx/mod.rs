@@ -456,11 +456,6 @@ struct HvmDomain {
 
 static DOMAINS: Mutex<Vec<HvmDomain>> = Mutex::new(Vec::new());
 
-/// Whether domain `domid` runs under VMX.
-pub fn is_hvm(domid: u16) -> bool {
-    DOMAINS.lock().iter().any(|d| d.domid == domid)
-}
-
 /// Each HVM domain's EPT, apart from [`DOMAINS`] (which a running vCPU holds) so that
 /// hypercalls can translate another domain's frame numbers.
 static EPTS: Mutex<Vec<(u16, Ept)>> = Mutex::new(Vec::new());
