@@ -80,7 +80,7 @@ pub enum MmuDone {
     /// Every request was carried out.
     Finished,
     /// `processed` requests were carried out and `remaining` are left: the call continues
-    /// as a hypercall continuation (see [`continuation`]) with the count flagged [`PREEMPTED`].
+    /// as a hypercall continuation (`Flow::Again`) with the count flagged [`PREEMPTED`].
     Preempted {
         /// Requests done in this step.
         processed: u64,
@@ -98,8 +98,14 @@ pub const PREEMPTED: u64 = 1 << 31;
 /// hypercall continuations do: RIP goes back over the 2-byte `syscall`, so the guest re-enters
 /// hv at once, with interrupts (and so preemption) possible in between.
 pub(crate) fn continuation(regs: &mut Regs, nr: u64, processed: u64, size: u64, count: u64) {
-    regs.rdi = regs.rdi.wrapping_add(processed * size);
-    regs.rsi = count;
+    let list = regs.rdi.wrapping_add(processed * size);
+    restart(regs, nr, list, count);
+}
+
+/// Makes the vCPU re-issue hypercall `nr` with first two arguments `arg0` and `arg1`.
+fn restart(regs: &mut Regs, nr: u64, arg0: u64, arg1: u64) {
+    regs.rdi = arg0;
+    regs.rsi = arg1;
     regs.rax = nr;
     regs.rip = regs.rip.wrapping_sub(2);
     regs.force_iret();
@@ -216,6 +222,17 @@ pub(crate) enum Flow {
     Then(HcResult, Outcome),
     /// The handler rewrote the registers (`iret`); continue as the outcome says.
     Regs(Outcome),
+    /// The call stopped partway: it goes on as hypercall `nr` with its first two arguments
+    /// now `arg0` and `arg1` (a continuation). `dispatch` makes the vCPU re-issue it; a
+    /// multicall stores them in the entry and continues the batch from that entry.
+    Again {
+        /// The hypercall.
+        nr: u64,
+        /// Its new first argument (the list, advanced past what was done).
+        arg0: u64,
+        /// Its new second argument (the count left, flagged [`PREEMPTED`]).
+        arg1: u64,
+    },
 }
 
 impl From<HcResult> for Flow {
@@ -245,6 +262,10 @@ pub fn dispatch(ctx: &mut Ctx<'_>) -> Outcome {
             outcome
         }
         Flow::Regs(outcome) => outcome,
+        Flow::Again { nr, arg0, arg1 } => {
+            restart(ctx.regs, nr, arg0, arg1);
+            Outcome::Continue
+        }
     }
 }
 
@@ -328,10 +349,11 @@ pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) 
 }
 
 fn mmu(ctx: &mut Ctx<'_>, call: MmuCall) -> Flow {
-    let (nr, size, domid) = match call {
-        MmuCall::Update { domid, .. } => (Hypercall::MmuUpdate as u64, 16, Some(domid)),
-        MmuCall::Ext { domid, .. } => (Hypercall::MmuextOp as u64, 24, Some(domid)),
-        _ => (0, 0, None),
+    // The batch calls: number, list, entry size, target domain.
+    let (nr, list, size, domid) = match call {
+        MmuCall::Update { reqs, domid, .. } => (Hypercall::MmuUpdate as u64, reqs, 16, Some(domid)),
+        MmuCall::Ext { ops, domid, .. } => (Hypercall::MmuextOp as u64, ops, 24, Some(domid)),
+        _ => (0, 0, 0, None),
     };
     // A foreign domain that does not exist is -ESRCH (one that exists: the handler decides).
     if let Some(d) = domid {
@@ -345,10 +367,11 @@ fn mmu(ctx: &mut Ctx<'_>, call: MmuCall) -> Flow {
         Ok(MmuDone::Preempted {
             processed,
             remaining,
-        }) => {
-            continuation(ctx.regs, nr, processed, size, remaining | PREEMPTED);
-            Flow::Regs(Outcome::Continue)
-        }
+        }) => Flow::Again {
+            nr,
+            arg0: list.wrapping_add(processed * size),
+            arg1: remaining | PREEMPTED,
+        },
         Err(e) => Flow::Value(Err(e)),
     }
 }
@@ -380,6 +403,8 @@ pub(crate) mod testing {
         pub m2p: std::collections::BTreeMap<u64, u64>,
         /// The grant_table_op commands that reached the platform.
         pub grant_cmds: Vec<u64>,
+        /// What page-table calls answer (`None`: ENOSYS).
+        pub mmu_preempt: Option<MmuDone>,
     }
 
     impl Platform for FakePlatform {
@@ -408,6 +433,7 @@ pub(crate) mod testing {
                 (0xfffc_0000, 0x4_0000, 2)
             ]
         }
+        /// `mmu_preempt`, if set, is how far a batch call gets before it stops.
         fn mmu(
             &mut self,
             _: &mut Domain,
@@ -415,7 +441,7 @@ pub(crate) mod testing {
             _: MmuCall,
             _: &mut dyn GuestMem,
         ) -> Result<MmuDone, Errno> {
-            Err(Errno::ENOSYS)
+            self.mmu_preempt.ok_or(Errno::ENOSYS)
         }
         /// Records the command; the grant tables are tested in `crate::gnttab`.
         fn grant_table_op(
@@ -508,6 +534,7 @@ pub(crate) mod testing {
                     busy: Default::default(),
                     m2p: (0..256).map(|i| (0x1000 + i, i)).collect(),
                     grant_cmds: Vec::new(),
+                    mmu_preempt: None,
                 },
                 compat: false,
             }

@@ -30,6 +30,15 @@ pub(super) fn multicall(ctx: &mut Ctx<'_>, list: u64, count: u64) -> Flow {
             Flow::Value(r) => (r, Outcome::Continue),
             Flow::Then(r, o) => (r, o),
             Flow::Regs(o) => (Ok(0), o),
+            // The entry stopped partway (a long page-table batch): as Xen, its arguments
+            // advance in place and the multicall continues from this entry.
+            Flow::Again { arg0, arg1, .. } => {
+                if let Err(f) = write_obj(ctx.mem, at + 16, &[arg0, arg1]) {
+                    return Flow::Value(Err(f.into()));
+                }
+                continuation(ctx.regs, Hypercall::Multicall as u64, i, size, count - i);
+                return Flow::Regs(Outcome::Continue);
+            }
         };
         let raw = match result {
             Ok(v) => v as u64,
@@ -122,6 +131,55 @@ mod tests {
         );
         // A count above 32 bits is cut to 32 bits, as Xen reads it: this one is empty.
         assert_eq!(w.call(MULTICALL, &[MEM_BASE, 1 << 32]).1, 0);
+    }
+
+    /// An mmu_update that stops partway, alone and inside a batch: alone the vCPU re-issues
+    /// it with the list advanced and the count left flagged; in a batch the entry's arguments
+    /// advance in place and the multicall itself continues from that entry, its registers
+    /// describing the multicall (not the page-table call).
+    #[test]
+    fn a_preempted_entry_continues_the_batch_from_itself() {
+        use super::super::{MmuDone, PREEMPTED};
+        let mut w = World::new();
+        w.hw.mmu_preempt = Some(MmuDone::Preempted {
+            processed: 2,
+            remaining: 3,
+        });
+        let reqs = MEM_BASE + 0x1000;
+        w.regs.rip = 0x40_1000;
+        let (out, _) = w.call(1, &[reqs, 5, 0, 0x7ff0]);
+        assert_eq!(out, Outcome::Continue);
+        assert_eq!(
+            (w.regs.rip, w.regs.rdi, w.regs.rsi, w.regs.rax),
+            (0x40_0ffe, reqs + 2 * 16, 3 | PREEMPTED, 1)
+        );
+
+        let mut w = World::new();
+        w.hw.mmu_preempt = Some(MmuDone::Preempted {
+            processed: 2,
+            remaining: 3,
+        });
+        write_obj(&mut w.mem, MEM_BASE, &entry(17, [0; 6])).unwrap();
+        write_obj(
+            &mut w.mem,
+            MEM_BASE + 64,
+            &entry(1, [reqs, 5, 0, 0x7ff0, 0, 0]),
+        )
+        .unwrap();
+        write_obj(&mut w.mem, MEM_BASE + 128, &entry(17, [0; 6])).unwrap();
+        w.regs.rip = 0x40_1000;
+        let (out, _) = w.call(MULTICALL, &[MEM_BASE, 3]);
+        assert_eq!(out, Outcome::Continue);
+        assert_eq!(
+            (w.regs.rip, w.regs.rdi, w.regs.rsi, w.regs.rax),
+            (0x40_0ffe, MEM_BASE + 64, 2, 13),
+            "the multicall goes on from entry 1"
+        );
+        let e: MulticallEntry = read_obj(&mut w.mem, MEM_BASE + 64).unwrap();
+        assert_eq!(e.args[..4], [reqs + 2 * 16, 3 | PREEMPTED, 0, 0x7ff0]);
+        assert_eq!(e.result, 0, "not finished");
+        let first: MulticallEntry = read_obj(&mut w.mem, MEM_BASE).unwrap();
+        assert_eq!(first.result, 0x4_0011);
     }
 
     #[test]
