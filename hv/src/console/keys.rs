@@ -10,7 +10,6 @@
 use alloc::string::String;
 use core::fmt::{self, Write};
 
-
 use super::router::Focus;
 use crate::domain::state::{Domain, DomainState, VcpuState};
 use crate::evtchn::Channel;
