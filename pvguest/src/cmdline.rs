@@ -62,21 +62,25 @@ pub enum CrashKind {
     /// An exception while the stack pointer names unmapped memory: the bounce frame cannot
     /// be written.
     BadStack,
+    /// An event upcall due while the stack pointer names unmapped memory: the upcall's frame
+    /// cannot be written.
+    BadUpcallStack,
 }
 
 impl CrashKind {
     /// Every kind, with its command-line name.
-    pub const ALL: [(&'static str, CrashKind); 5] = [
+    pub const ALL: [(&'static str, CrashKind); 6] = [
         ("unhandled", CrashKind::Unhandled),
         ("hv-write", CrashKind::HvWrite),
         ("shutdown", CrashKind::Shutdown),
         ("bad-iret", CrashKind::BadIret),
         ("bad-stack", CrashKind::BadStack),
+        ("bad-upcall-stack", CrashKind::BadUpcallStack),
     ];
 }
 
 /// The line printed when the command line names no known mode.
-pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `hostile-peer peer=D` | `console-echo` | `burn [ms=N]` | `cpu-share [wait=MS] [span=MS]` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack`";
+pub const USAGE: &str = "pvguest: usage: command line `selftest` | `bench [filter=TEXT]` | `hostile` | `control` | `spin` | `pingpong role=server|client peer=D [port=P] [rounds=N]` | `grant role=granter|mapper peer=D [port=P] [rw=R] [ro=R]` | `backend` | `xenbus-test other=D` | `hostile-peer peer=D` | `console-echo` | `burn [ms=N]` | `cpu-share [wait=MS] [span=MS]` | `crash=unhandled|hv-write|shutdown|bad-iret|bad-stack|bad-upcall-stack`";
 
 /// The first word of `cmdline` that names no known mode (empty when the line is empty).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -281,3 +281,22 @@ fn hvm_and_pv_domains_share_the_cpu_fairly() {
     assert_frames_balance(&report);
     assert_power_off(&report, 0);
 }
+
+/// A PV domain crashed on the way back to it (its event upcall cannot be written) must not
+/// take the HVM domain that runs next down with it.
+#[test]
+fn a_pv_crash_on_return_leaves_the_next_hvm_domain_alone() {
+    let dir = TempDir::new("hvm-after-pv-crash").expect("temp dir");
+    let report = boot_bochs(
+        &dir,
+        "[[domain]]\nname = \"pv\"\nkernel = KERNEL\nmemory = \"16M\"\n\
+         cmdline = \"crash=bad-upcall-stack\"\n\n\
+         [[domain]]\nname = \"hvm\"\ntype = \"pvh\"\nkernel = KERNEL\nmemory = \"16M\"\n",
+    );
+    hv_line(&report, "d0 (pv) crashed: event upcall frame not writable");
+    assert_selftest_passed(&report, 1);
+    hv_line(&report, "d1 (hvm): Shutdown(Poweroff)");
+    assert_frames_balance(&report);
+    // The crash makes the run a failure; hv powers off normally.
+    assert_power_off(&report, 1);
+}

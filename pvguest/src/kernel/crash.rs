@@ -58,6 +58,20 @@ pub fn crash(kind: CrashKind) -> ! {
                 )
             }
         }
+        CrashKind::BadUpcallStack => {
+            if let Err(e) = super::events::init_timer() {
+                println!("pvguest: {e}");
+                pv::shutdown(ShutdownReason::Poweroff)
+            }
+            let _ = pv::hypercalls().set_timer_op(pv::system_time_ns() + 1_000_000);
+            pv::mask_events(false);
+            // SAFETY: with upcalls unmasked and the timer due, the hypervisor must write the
+            // upcall's frame below the stack pointer, which names unmapped memory: it crashes
+            // the domain; control never comes back.
+            unsafe {
+                asm!("mov rsp, {sp}", "2:", "jmp 2b", sp = in(reg) UNMAPPED, options(noreturn))
+            }
+        }
         CrashKind::BadStack => {
             // SAFETY: with the stack pointer on unmapped memory, the #UD's bounce frame cannot
             // be written and the hypervisor crashes the domain; control never comes back.

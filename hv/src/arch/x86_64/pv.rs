@@ -481,10 +481,7 @@ pub fn run(boot_failures: usize) -> ! {
     console_input::start(&rt.domains);
     schedule(&mut rt, frame, None);
     run_hvm(&mut rt, frame);
-    load_context(&mut rt, frame);
-    if deliver_events(&mut rt, frame) {
-        load_context(&mut rt, frame);
-    }
+    after(&mut rt, frame, Outcome::Continue);
     drop(rt);
     entry::enter_guest()
 }
@@ -711,23 +708,36 @@ fn set_gpr(r: &mut Regs, reg: u8, value: u64) {
     *slot = value;
 }
 
-/// Acts on a guest entry's outcome, then prepares the frame for the return to a guest.
-fn after(rt: &mut Runtime, frame: &mut Regs, outcome: Outcome) {
-    // The common case (a hypercall returning to its caller) has nothing to apply.
-    if outcome != Outcome::Continue {
-        let before = rt.current;
-        apply(rt, frame, outcome);
-        // Only a switch can make an HVM vCPU current (this entry came from a PV one).
-        if rt.current != before {
-            run_hvm(rt, frame);
+/// Acts on a guest entry's outcome, then prepares the frame for the return to a guest. A
+/// vCPU that cannot be returned to crashes its domain, as an outcome like any other, so the
+/// next choice goes through the same steps (an HVM vCPU to `run_hvm`).
+fn after(rt: &mut Runtime, frame: &mut Regs, mut outcome: Outcome) {
+    loop {
+        // The common case (a hypercall returning to its caller) has nothing to apply.
+        if outcome != Outcome::Continue {
+            let before = rt.current;
+            apply(rt, frame, outcome);
+            // Only a switch can make an HVM vCPU current (this entry came from a PV one).
+            if rt.current != before {
+                run_hvm(rt, frame);
+            }
+        }
+        match prepare_return(rt, frame) {
+            Ok(()) => return,
+            Err(why) => outcome = Outcome::Crash(why),
         }
     }
-    // The vCPU's address space must be live before an upcall frame is written to its stack
-    // (after a switch, CR3 still holds the previous vCPU's); the upcall may change its mode.
-    load_context(rt, frame);
-    if deliver_events(rt, frame) {
-        load_context(rt, frame);
+}
+
+/// Makes the current PV vCPU's context live and delivers its pending event upcall. The
+/// vCPU's address space must be live before an upcall frame is written to its stack (after a
+/// switch, CR3 still holds the previous vCPU's); the upcall may change its mode.
+fn prepare_return(rt: &mut Runtime, frame: &mut Regs) -> Result<(), &'static str> {
+    load_context(rt)?;
+    if deliver_events(rt, frame)? {
+        load_context(rt)?;
     }
+    Ok(())
 }
 
 /// While the scheduler's choice is an HVM vCPU, runs it (VMX) and applies its outcome; returns
@@ -888,19 +898,19 @@ fn finish(rt: &Runtime) -> ! {
 
 /// Delivers a pending event upcall to the current vCPU if it can take one; returns whether
 /// the frame changed.
-fn deliver_events(rt: &mut Runtime, frame: &mut Regs) -> bool {
+fn deliver_events(rt: &mut Runtime, frame: &mut Regs) -> Result<bool, &'static str> {
     let Some((d, v)) = rt.current else {
-        return false;
+        return Ok(false);
     };
     let dom = &mut rt.domains[d];
     let info = &mut dom.shared.vcpu_info[v];
     if info.evtchn_upcall_pending == 0 || info.evtchn_upcall_mask != 0 {
-        return false;
+        return Ok(false);
     }
     let vcpu = &mut dom.vcpus[v];
     let cb = vcpu.pv.event_callback;
     if cb.address == 0 {
-        return false;
+        return Ok(false);
     }
     let mut mem = LiveGuest::new(&vcpu.pv, &mut rt.loaded.cr3);
     if vcpu
@@ -909,23 +919,21 @@ fn deliver_events(rt: &mut Runtime, frame: &mut Regs) -> bool {
         .is_err()
     {
         warn!("d{}: cannot deliver an event upcall", dom.id);
-        crash(rt, d, frame, "event upcall frame not writable");
-        schedule(rt, frame, Some((d, v)));
+        return Err("event upcall frame not writable");
     }
-    true
+    Ok(true)
 }
 
 /// Loads CR3, FS/GS bases, CR0.TS and the GDT frames for the current vCPU's mode, where
 /// they changed. This runs on every return to a guest, so each item is one comparison.
-fn load_context(rt: &mut Runtime, frame: &mut Regs) {
-    let Some((d, v)) = rt.current else { return };
-    let pv = &rt.domains[d].vcpus[v].pv;
-    let Some(root) = pv.active_root() else {
-        let cur = rt.current;
-        crash(rt, d, frame, "no page-table root for the current mode");
-        schedule(rt, frame, cur);
-        return load_context(rt, frame);
+fn load_context(rt: &mut Runtime) -> Result<(), &'static str> {
+    let Some((d, v)) = rt.current else {
+        return Ok(());
     };
+    let pv = &rt.domains[d].vcpus[v].pv;
+    let root = pv
+        .active_root()
+        .ok_or("no page-table root for the current mode")?;
     let have = &mut rt.loaded;
     let cr3 = root.paddr();
     if cr3 != have.cr3 {
@@ -969,6 +977,7 @@ fn load_context(rt: &mut Runtime, frame: &mut Regs) {
             power_off(Status::Failure);
         }
     }
+    Ok(())
 }
 
 /// Updates a vCPU's `vcpu_time_info` (Xen's version protocol: odd while changing).
