@@ -105,8 +105,10 @@ fn deliver(d: &mut Domain) {
                 }
             }
         }
+        // Nothing waiting: nothing to move (this runs on every tick).
+        Sink::Ring { .. } | Sink::Uart if d.console_in.is_empty() => {}
         Sink::Ring { mfn, port } => {
-            if d.console_in.is_empty() || !plain_frame_of(d.id, mfn) {
+            if !plain_frame_of(d.id, mfn) {
                 return;
             }
             let page = phys_to_virt(mfn * PAGE_SIZE) as *mut XenconsInterface;
