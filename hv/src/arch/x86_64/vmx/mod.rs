@@ -346,28 +346,57 @@ struct GuestPhys {
     domid: u16,
 }
 
+/// The data of a copy between hv and guest memory, and its direction.
+enum Data<'a> {
+    /// Into the guest.
+    ToGuest(&'a [u8]),
+    /// Out of the guest.
+    FromGuest(&'a mut [u8]),
+}
+
+impl Data<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Data::ToGuest(b) => b.len(),
+            Data::FromGuest(b) => b.len(),
+        }
+    }
+
+    /// Bytes `from..to` of the data, same direction.
+    fn part(&mut self, from: usize, to: usize) -> Data<'_> {
+        match self {
+            Data::ToGuest(b) => Data::ToGuest(&b[from..to]),
+            Data::FromGuest(b) => Data::FromGuest(&mut b[from..to]),
+        }
+    }
+}
+
 impl GuestPhys {
-    /// Copies between guest-physical `gpa` and `buf`; `write` copies into the guest.
-    fn copy(&self, gpa: u64, buf: &mut [u8], write: bool) -> Result<(), guest_access::Fault> {
+    /// Copies `data` to or from guest-physical `gpa`.
+    fn copy(&self, gpa: u64, mut data: Data<'_>) -> Result<(), guest_access::Fault> {
         let mem = EptFrames { domid: self.domid };
+        let need = match data {
+            Data::ToGuest(_) => EptPerm::WRITE,
+            Data::FromGuest(_) => EptPerm::READ,
+        };
+        let len = data.len();
         let mut done = 0;
-        while done < buf.len() {
+        while done < len {
             let at = gpa.checked_add(done as u64).ok_or(guest_access::Fault)?;
             let t = self.ept.lookup(&mem, at).ok_or(guest_access::Fault)?;
-            let need = if write { EptPerm::WRITE } else { EptPerm::READ };
             if !t.perm.contains(need) {
                 return Err(guest_access::Fault);
             }
-            let n = (buf.len() - done).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
+            let n = (len - done).min((PAGE_SIZE - at % PAGE_SIZE) as usize);
             let host = phys_to_virt(t.maddr);
-            let part = &mut buf[done..done + n];
             // SAFETY: `t.maddr` is a frame the domain's EPT maps (its RAM or shared-info
             // page), in the direct map; the copy stays inside that 4 KiB page.
             unsafe {
-                if write {
-                    core::ptr::copy_nonoverlapping(part.as_ptr(), host, n);
-                } else {
-                    core::ptr::copy_nonoverlapping(host as *const u8, part.as_mut_ptr(), n);
+                match data.part(done, done + n) {
+                    Data::ToGuest(src) => core::ptr::copy_nonoverlapping(src.as_ptr(), host, n),
+                    Data::FromGuest(dst) => {
+                        core::ptr::copy_nonoverlapping(host as *const u8, dst.as_mut_ptr(), n)
+                    }
                 }
             }
             done += n;
@@ -377,7 +406,7 @@ impl GuestPhys {
 
     fn read_u64(&self, gpa: u64) -> Option<u64> {
         let mut b = [0u8; 8];
-        self.copy(gpa, &mut b, false).ok()?;
+        self.copy(gpa, Data::FromGuest(&mut b)).ok()?;
         Some(u64::from_le_bytes(b))
     }
 }
@@ -409,14 +438,20 @@ impl HvmGuestMem {
         crate::hvm::guest_walk::walk(&self.phys, &st, gva, access).ok()
     }
 
-    fn copy(&self, gva: u64, buf: &mut [u8], access: Access) -> Result<(), guest_access::Fault> {
-        let write = access == Access::Write;
+    /// Copies `data` to or from guest-virtual `gva`; reads walk as `read` says (a read or an
+    /// instruction fetch), copies into the guest as writes.
+    fn copy(&self, gva: u64, mut data: Data<'_>, read: Access) -> Result<(), guest_access::Fault> {
+        let access = match data {
+            Data::ToGuest(_) => Access::Write,
+            Data::FromGuest(_) => read,
+        };
+        let len = data.len();
         let mut done = 0;
-        while done < buf.len() {
+        while done < len {
             let va = gva.checked_add(done as u64).ok_or(guest_access::Fault)?;
-            let n = (buf.len() - done).min((PAGE_SIZE - va % PAGE_SIZE) as usize);
+            let n = (len - done).min((PAGE_SIZE - va % PAGE_SIZE) as usize);
             let gpa = self.translate(va, access).ok_or(guest_access::Fault)?;
-            self.phys.copy(gpa, &mut buf[done..done + n], write)?;
+            self.phys.copy(gpa, data.part(done, done + n))?;
             done += n;
         }
         Ok(())
@@ -425,12 +460,10 @@ impl HvmGuestMem {
 
 impl GuestMem for HvmGuestMem {
     fn read(&mut self, gva: u64, buf: &mut [u8]) -> Result<(), guest_access::Fault> {
-        self.copy(gva, buf, Access::Read)
+        self.copy(gva, Data::FromGuest(buf), Access::Read)
     }
     fn write(&mut self, gva: u64, buf: &[u8]) -> Result<(), guest_access::Fault> {
-        let mut tmp = Vec::new();
-        tmp.extend_from_slice(buf);
-        self.copy(gva, &mut tmp, Access::Write)
+        self.copy(gva, Data::ToGuest(buf), Access::Write)
     }
 }
 
@@ -1341,7 +1374,7 @@ fn handle_exit(
                 Ok(MsrWrite::HypercallPage(gfn)) => {
                     let mut page = [0u8; PAGE_BYTES];
                     fill_hypercall_page(&mut page, HypercallInsn::Vmcall);
-                    if hd.phys.copy(gfn.gpa(), &mut page, true).is_err() {
+                    if hd.phys.copy(gfn.gpa(), Data::ToGuest(&page)).is_err() {
                         return crash_with(domid, &exit, "hypercall page outside RAM");
                     }
                     skip_instruction();
@@ -1439,8 +1472,8 @@ fn port_in(uart: &mut Uart16550, port: u16) -> u64 {
 }
 
 /// `ins` / `outs`, one chunk per exit ([`hvm::string_io`]): elements go between guest memory
-/// (through its paging) and the port; an element that cannot be read or written crashes
-/// the domain (hv does not inject the #PF the guest would take).
+/// (through its paging, one copy per chunk) and the port; a chunk that cannot be read or
+/// written crashes the domain (hv does not inject the #PF the guest would take).
 fn string_io(io: &IoQualification, hd: DomParts<'_>, vcpu: &mut HvmVcpu, dom: &mut Domain) -> Step {
     let outs = io.direction == Direction::Write;
     let index_reg = if outs { Gpr::Rsi } else { Gpr::Rdi };
@@ -1456,21 +1489,37 @@ fn string_io(io: &IoQualification, hd: DomParts<'_>, vcpu: &mut HvmVcpu, dom: &m
         cpu_mode(),
     );
     let mem = HvmGuestMem { phys: hd.phys };
-    let size = usize::from(io.size.clamp(1, 4));
-    for i in 0..c.elements {
+    let size = u64::from(io.size.clamp(1, 4));
+    // The chunk lies in one page (or is one element): one copy for all its elements, which
+    // sit at `first..first + elements * size` (counting down, `linear` is the last of them).
+    let bytes = c.elements * size;
+    let first = if down {
+        linear.wrapping_sub(bytes.saturating_sub(size))
+    } else {
+        linear
+    };
+    let mut buf = [0u8; (hvm::string_io::MAX_ELEMENTS * 4) as usize];
+    let buf = &mut buf[..bytes as usize];
+    let offset = |i: u64| {
         let at = hvm::string_io::element_address(linear, i, io.size, down);
-        let mut bytes = [0u8; 4];
-        let moved = if outs {
-            mem.copy(at, &mut bytes[..size], Access::Read).map(|()| {
-                port_out(hd.uart, dom, io.port, bytes[0]);
+        at.wrapping_sub(first) as usize..(at.wrapping_sub(first) + size) as usize
+    };
+    let moved = if outs {
+        mem.copy(first, Data::FromGuest(buf), Access::Read)
+            .map(|()| {
+                for i in 0..c.elements {
+                    port_out(hd.uart, dom, io.port, buf[offset(i)][0]);
+                }
             })
-        } else {
-            bytes = (port_in(hd.uart, io.port) as u32).to_le_bytes();
-            mem.copy(at, &mut bytes[..size], Access::Write)
-        };
-        if moved.is_err() {
-            return crash_with(dom.id, &Exit::Io(*io), "string I/O to unmapped memory");
+    } else {
+        for i in 0..c.elements {
+            let value = (port_in(hd.uart, io.port) as u32).to_le_bytes();
+            buf[offset(i)].copy_from_slice(&value[..size as usize]);
         }
+        mem.copy(first, Data::ToGuest(buf), Access::Write)
+    };
+    if moved.is_err() {
+        return crash_with(dom.id, &Exit::Io(*io), "string I/O to unmapped memory");
     }
     vcpu.gprs.set(index_reg, c.index_after);
     vcpu.gprs.set(Gpr::Rcx, c.rcx_after);
@@ -1486,7 +1535,10 @@ fn fetch_instruction(phys: GuestPhys, buf: &mut [u8; hvm::mmio::MAX_INSN_LEN]) -
     let linear = rd(guest::CS_BASE).wrapping_add(rd(guest::RIP));
     (0..=buf.len())
         .rev()
-        .find(|&n| mem.copy(linear, &mut buf[..n], Access::Fetch).is_ok())
+        .find(|&n| {
+            mem.copy(linear, Data::FromGuest(&mut buf[..n]), Access::Fetch)
+                .is_ok()
+        })
         .unwrap_or(0)
 }
 
