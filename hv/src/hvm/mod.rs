@@ -5,10 +5,10 @@
 //! ([`exit`]), the instruction decoder for MMIO accesses ([`mmio`]), EPT construction ([`ept`]),
 //! the emulated COM1 ([`uart`]), string port I/O ([`string_io`]), the PVH and real-mode domain
 //! builder ([`pvh_build`]), the guest's CPUID and MSR model ([`cpuid`], [`msr`]), and the
-//! decisions about event upcalls ([`upcall_action`]) and PAE PDPTEs ([`load_pdptes`]). The arch layer (`arch/x86_64/vmx`, later
-//! `arch/x86_64/svm`) holds the `asm!` (VMXON, VMREAD/VMWRITE, VMLAUNCH/VMRESUME) and implements
-//! [`HvmBackend`]; it turns hardware exits into the vendor-neutral [`Exit`] and lets the
-//! portable handlers here decide what happens.
+//! decisions about event upcalls ([`upcall_action`]) and PAE PDPTEs ([`load_pdptes`]). The
+//! arch layer (`arch/x86_64/vmx`; an AMD-V backend would sit beside it) holds the `asm!`
+//! (VMXON, VMREAD/VMWRITE, VMLAUNCH/VMRESUME); it turns hardware exits into the
+//! vendor-neutral [`Exit`] and lets the portable handlers here decide what happens.
 //!
 //! Section numbers cite the Intel SDM edition in which Vol. 3C chapter 24 is the VMCS, 26 VM
 //! entries, 27 VM exits, 28 address translation (28.3 EPT) and 30.4 the VM-instruction error
@@ -21,12 +21,12 @@
 //! "run this vCPU" step branches:
 //!
 //! - PV vCPU: load its page tables and `iret`/`sysret` to ring 3, as today.
-//! - HVM vCPU: `backend.run(&mut domain_hw, &mut vcpu_hw)` enters the guest and returns one
-//!   [`Exit`]. The arch layer handles it with the portable pieces (CPUID through
-//!   [`cpuid::hvm_cpuid`], MSRs through [`msr::HvmMsrs`], port I/O to COM1 through
-//!   [`uart::Uart16550`], EPT violations through [`mmio::decode`], `vmcall` through the same
-//!   [`crate::hypercall::dispatch`] as PV with the registers from [`HvmBackend::gprs`]) and
-//!   loops back into `run` until the exit needs the scheduler: an external interrupt or the
+//! - HVM vCPU: the backend's `run_vcpu` enters the guest, decodes each exit into one
+//!   [`Exit`] and handles it with the portable pieces (CPUID through [`cpuid::hvm_cpuid`],
+//!   MSRs through [`msr::HvmMsrs`], port I/O to COM1 through [`uart::Uart16550`], EPT
+//!   violations through [`mmio::decode`], `vmcall` through the same
+//!   [`crate::hypercall::dispatch`] as PV with the registers from [`hypercall_frame`]), and
+//!   enters again until the exit needs the scheduler: an external interrupt or the
 //!   preemption timer (the time slice is over), `hlt` or a blocking hypercall (the vCPU
 //!   blocks), or a fatal exit (the domain is crashed, the other domains keep running).
 //!
@@ -46,7 +46,6 @@ pub mod string_io;
 pub mod uart;
 pub mod vmcs;
 
-use crate::mm::Mfn;
 use crate::regs::Regs;
 
 /// A guest frame number: a guest-physical address divided by 4096.
@@ -389,9 +388,6 @@ pub enum Exit {
     Init,
     /// VM entry failed; the domain is crashed and the reason logged.
     EntryFailed(exit::EntryFailure),
-    /// A VMLAUNCH / VMRESUME failed with a VM-instruction error (the raw number if the SDM
-    /// names none).
-    InstructionError(Result<exit::VmInstructionError, u32>),
     /// Any other exit: the vendor's raw reason, for the log; the domain is crashed.
     Unhandled(u32),
 }
@@ -512,76 +508,6 @@ pub fn load_pdptes(cr3: u64, mem: &impl guest_walk::GuestPhysRead) -> Option<[u6
         *slot = e;
     }
     Some(out)
-}
-
-/// The vendor-specific half of HVM (Xen's `hvm_function_table`), implemented by
-/// `arch::x86_64::vmx` and later `arch::x86_64::svm`.
-///
-/// The vendor-neutral code decides; the backend only moves state in and out of the hardware.
-/// `Domain` and `Vcpu` are the backend's per-domain (EPT / NPT root, MSR and I/O bitmaps) and
-/// per-vCPU (VMCS / VMCB, registers the hardware does not save) state; hv keeps them next to
-/// its portable [`crate::domain::state::Domain`] and [`crate::domain::state::Vcpu`].
-pub trait HvmBackend {
-    /// Per-domain hardware state.
-    type Domain;
-    /// Per-vCPU hardware state.
-    type Vcpu;
-    /// Why creating state failed.
-    type Error: core::fmt::Debug;
-
-    /// Creates a domain's hardware state with nested page tables mapping, for each
-    /// `(gfn, mfn, count)`, `count` pages of RAM read/write/execute.
-    fn create_domain(&mut self, ram: &[(Gfn, Mfn, u64)]) -> Result<Self::Domain, Self::Error>;
-
-    /// Maps (or with empty permissions unmaps) `count` guest frames from `gfn` to machine
-    /// frames from `mfn` in the domain's nested tables, and flushes stale translations.
-    fn map(
-        &mut self,
-        dom: &mut Self::Domain,
-        gfn: Gfn,
-        mfn: Mfn,
-        count: u64,
-        perm: ept::EptPerm,
-    ) -> Result<(), Self::Error>;
-
-    /// Creates a vCPU of `dom` that starts with `start`.
-    fn create_vcpu(
-        &mut self,
-        dom: &Self::Domain,
-        start: &VcpuStartState,
-    ) -> Result<Self::Vcpu, Self::Error>;
-
-    /// Runs the vCPU until its next exit. Interrupts are taken on the way out, so
-    /// [`Exit::ExternalInterrupt`] means hv's handler already ran.
-    fn run(&mut self, dom: &mut Self::Domain, vcpu: &mut Self::Vcpu) -> Exit;
-
-    /// The general-purpose registers (RSP included).
-    fn gprs(&self, vcpu: &Self::Vcpu) -> Gprs;
-    /// Replaces the general-purpose registers (RSP included).
-    fn set_gprs(&mut self, vcpu: &mut Self::Vcpu, gprs: &Gprs);
-    /// The guest's RIP.
-    fn rip(&self, vcpu: &Self::Vcpu) -> u64;
-    /// Moves RIP past the instruction that caused the current exit (VMX: the exit's
-    /// instruction length; SVM: NRIP or the caller's decoded length `len`) and clears the
-    /// interrupt shadow (`sti` / `mov ss` blocking) as retiring it would.
-    fn skip_instruction(&mut self, vcpu: &mut Self::Vcpu, len: u8);
-    /// The mode the guest executes in, for decoding its instructions.
-    fn cpu_mode(&self, vcpu: &Self::Vcpu) -> CpuMode;
-    /// CR0, CR3 and CR4 as the guest sees them (the read shadows for host-owned bits).
-    fn control_regs(&self, vcpu: &Self::Vcpu) -> [u64; 3];
-    /// Sets CR0 as the guest wrote it, with EFER (long-mode activation follows CR0.PG).
-    fn set_cr0(&mut self, vcpu: &mut Self::Vcpu, cr0: u64, efer: u64);
-    /// Sets CR4 as the guest wrote it.
-    fn set_cr4(&mut self, vcpu: &mut Self::Vcpu, cr4: u64);
-    /// Queues `event` for delivery at the next entry.
-    fn inject(&mut self, vcpu: &mut Self::Vcpu, event: Event);
-    /// Whether the guest could take an external interrupt now (RFLAGS.IF and no shadow);
-    /// if not, the backend arms an interrupt-window exit.
-    fn interrupt_ready(&mut self, vcpu: &mut Self::Vcpu) -> bool;
-    /// Copies up to 15 bytes of the instruction at the guest's RIP into `buf` (through the
-    /// guest's own segmentation and paging); returns how many were readable.
-    fn fetch_instruction(&self, dom: &Self::Domain, vcpu: &Self::Vcpu, buf: &mut [u8; 15])
-        -> usize;
 }
 
 #[cfg(test)]

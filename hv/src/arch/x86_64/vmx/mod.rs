@@ -1441,9 +1441,7 @@ fn handle_exit(
             Step::Out(Outcome::Crash("VM entry failed"))
         }
         Exit::Exception { .. } => crash_with(domid, &exit, "unexpected exception exit"),
-        Exit::InstructionError(_) | Exit::Unhandled(_) => {
-            crash_with(domid, &exit, "unhandled VM exit")
-        }
+        Exit::Unhandled(_) => crash_with(domid, &exit, "unhandled VM exit"),
     }
 }
 
