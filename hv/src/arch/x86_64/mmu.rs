@@ -178,13 +178,7 @@ pub fn hypercall(
             r
         }
         MmuCall::UpdateVa { va, pte, flags } => {
-            let v = &dom.vcpus[vcpu].pv;
-            let root = if v.kernel_mode {
-                v.mm.kernel_root()
-            } else {
-                v.mm.user_root()
-            };
-            let root = root.ok_or(Errno::EINVAL)?;
+            let root = dom.vcpus[vcpu].pv.active_root().ok_or(Errno::EINVAL)?;
             let flush = pm.update_va_mapping(id, root, va, pte, flags)?;
             apply(flush, mem)?;
             Ok(MmuDone::Finished)

@@ -566,11 +566,6 @@ pub fn guest_trap(frame: &mut Regs) {
     after(&mut rt, frame, outcome);
 }
 
-/// Vectors for which the CPU pushes an error code.
-fn has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
-}
-
 fn guest_exception(rt: &mut Runtime, frame: &mut Regs, vector: u8) -> Outcome {
     let Some((d, v)) = rt.current else {
         return Outcome::Crash("exception with no current vCPU");
@@ -578,7 +573,7 @@ fn guest_exception(rt: &mut Runtime, frame: &mut Regs, vector: u8) -> Outcome {
     let dom = &mut rt.domains[d];
     let mut mem = LiveGuest::new(&dom.vcpus[v].pv, &mut rt.loaded.cr3);
     let kernel = dom.vcpus[v].pv.kernel_mode;
-    let mut error = has_error_code(vector).then_some(frame.error_code);
+    let mut error = traps::has_error_code(vector).then_some(frame.error_code);
     let mut deliver = vector;
     match vector {
         14 => {
@@ -607,14 +602,12 @@ fn guest_exception(rt: &mut Runtime, frame: &mut Regs, vector: u8) -> Outcome {
                     (frame.rax, frame.rbx, frame.rcx, frame.rdx) =
                         (a.into(), b.into(), c.into(), dd.into());
                     frame.rip += u64::from(len);
-                    frame.force_iret();
                     return Outcome::Continue;
                 }
                 Some(Insn::MovFromCr3 { reg, len }) if kernel => {
                     let cr3 = dom.vcpus[v].pv.active_root().map_or(0, |m| m.paddr());
                     set_gpr(frame, reg, cr3);
                     frame.rip += u64::from(len);
-                    frame.force_iret();
                     return Outcome::Continue;
                 }
                 Some(Insn::Int { vector: n, len }) => {

@@ -18,6 +18,11 @@ pub const TIMER_VECTOR: u8 = 0xf0;
 /// The LAPIC spurious-interrupt vector.
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 
+/// Whether the CPU pushes an error code for exception `vector`.
+pub fn has_error_code(vector: u8) -> bool {
+    vector < 32 && ERROR_CODE_VECTORS >> vector & 1 != 0
+}
+
 /// Vectors for which the CPU pushes an error code.
 const ERROR_CODE_VECTORS: u32 = (1 << 8)
     | (1 << 10)
