@@ -1592,7 +1592,7 @@ fn cr_access(
         };
         wr(control::ENTRY_CONTROLS, entry | lma);
         skip_instruction();
-        load_pdptes(phys);
+        paging_changed(phys, caps, vcpu.vpid);
         return Step::Resume;
     }
     match (q.cr, q.access) {
@@ -1614,10 +1614,23 @@ fn cr_access(
         _ => return crash_with(domid, exit, "control-register access not emulated"),
     }
     skip_instruction();
-    if q.cr != 8 {
-        load_pdptes(phys);
+    if matches!((q.cr, q.access), (3 | 4, CrAccessType::MovToCr(_))) {
+        paging_changed(phys, caps, vcpu.vpid);
     }
     Step::Resume
+}
+
+/// After an emulated write of CR0, CR3 or CR4: the guest's own `mov` would have flushed its
+/// TLB, but VM entry does not flush translations tagged with the vCPU's VPID, so hv does
+/// (single-context INVVPID); then the PAE PDPTEs are reloaded ([`load_pdptes`]).
+fn paging_changed(phys: GuestPhys, caps: &Caps, vpid: u16) {
+    if caps.controls.vpid() {
+        // SAFETY: VMX is on; VPIDs are enabled only with single-context INVVPID (read_caps).
+        if let Err(e) = unsafe { invvpid(InvvpidType::SingleContext, vpid) } {
+            warn!("INVVPID failed: {e:?}");
+        }
+    }
+    load_pdptes(phys);
 }
 
 /// After the guest changed CR0, CR3 or CR4: in PAE paging outside long mode, loads the four
