@@ -70,20 +70,19 @@ pub fn update(domains: &mut [Domain], now: u64) -> Option<u64> {
 
 /// The next runnable vCPU after `current` in round-robin order (`current` itself last).
 pub fn pick_next(domains: &[Domain], current: Option<VcpuRef>) -> Option<VcpuRef> {
-    let all: alloc::vec::Vec<VcpuRef> = domains
-        .iter()
-        .enumerate()
-        .flat_map(|(d, dom)| (0..dom.vcpus.len()).map(move |v| (d, v)))
-        .collect();
-    let start = current
-        .and_then(|c| all.iter().position(|&r| r == c))
-        .map_or(0, |p| p + 1);
-    (0..all.len())
-        .map(|k| all[(start + k) % all.len()])
-        .find(|&(d, v)| {
-            domains[d].state == DomainState::Running
-                && domains[d].vcpus[v].state == VcpuState::Runnable
-        })
+    let all = || {
+        domains
+            .iter()
+            .enumerate()
+            .flat_map(|(d, dom)| (0..dom.vcpus.len()).map(move |v| (d, v)))
+    };
+    let total = domains.iter().map(|d| d.vcpus.len()).sum();
+    // Those after `current`, then from the first (so `current` comes last); without a
+    // current vCPU, from the first. No allocation: this runs on every switch.
+    let after = all().skip_while(|&r| Some(r) != current).skip(1);
+    after.chain(all()).take(total).find(|&(d, v)| {
+        domains[d].state == DomainState::Running && domains[d].vcpus[v].state == VcpuState::Runnable
+    })
 }
 
 #[cfg(test)]
