@@ -46,21 +46,11 @@ use hypercall_abi::xen::{
 use hypercall_abi::DomId;
 
 use super::elf::{valid_guest_range, ImageKind, XenImage};
-use crate::mm::{Mfn, MAX_MFN, PAGE_SIZE};
+use crate::mm::pv::{
+    HV_L4_FIRST_SLOT, HV_L4_SLOTS, PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER,
+};
+use crate::mm::{Mfn, MAX_MFN, PAGE_BYTES, PAGE_SIZE};
 
-/// Bytes in a guest page.
-pub const PAGE_BYTES: usize = PAGE_SIZE as usize;
-/// First L4 slot of the hypervisor's range (`HYPERVISOR_VIRT_START`).
-pub const HV_L4_FIRST_SLOT: usize = 256;
-/// Number of L4 slots the hypervisor owns (256..=271).
-pub const HV_L4_SLOTS: usize = 16;
-
-/// PTE bits (SDM Vol. 3A 4.5).
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_RW: u64 = 1 << 1;
-const PTE_USER: u64 = 1 << 2;
-const PTE_ACCESSED: u64 = 1 << 5;
-const PTE_DIRTY: u64 = 1 << 6;
 /// Xen's `L1_PROT` for 64-bit PV guests (less `_PAGE_GUEST_KERNEL`, a Xen-internal bit).
 const L1_PROT: u64 = PTE_PRESENT | PTE_RW | PTE_ACCESSED | PTE_USER;
 /// Xen's `L2_PROT`, `L3_PROT` and `L4_PROT`.

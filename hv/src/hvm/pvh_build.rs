@@ -44,9 +44,8 @@ use hypercall_abi::xen::{SIF_INITDOMAIN, SIF_PRIVILEGED};
 
 use super::{Gfn, Gpr, Gprs, SegmentAttrs, SegmentState, TableReg, VcpuStartState};
 use crate::domain::elf::{Segment, XenImage};
+use crate::mm::PAGE_BYTES;
 
-/// Bytes in a guest page.
-pub const PAGE_BYTES: usize = 4096;
 const PAGE: u64 = PAGE_BYTES as u64;
 /// End of conventional memory.
 pub const CONVENTIONAL_END: u64 = 0xa_0000;

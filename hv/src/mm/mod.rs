@@ -44,6 +44,8 @@ pub const PAGE_SHIFT: u32 = 12;
 
 /// Size of a machine frame in bytes (4 KiB).
 pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+/// Bytes in a page, as a length.
+pub const PAGE_BYTES: usize = PAGE_SIZE as usize;
 
 /// Width of a physical address on x86_64 (architectural maximum, SDM Vol. 3A 4.1.4).
 pub const PADDR_BITS: u32 = 52;

@@ -95,11 +95,12 @@ pub const HV_L4_FIRST_SLOT: usize = 256;
 /// How many L4 slots belong to hv (slots 256..=271).
 pub const HV_L4_SLOTS: usize = 16;
 
-const PTE_PRESENT: u64 = 1 << 0;
-const PTE_RW: u64 = 1 << 1;
-const PTE_USER: u64 = 1 << 2;
-const PTE_ACCESSED: u64 = 1 << 5;
-const PTE_DIRTY: u64 = 1 << 6;
+/// PTE bits (SDM Vol. 3A 4.5).
+pub(crate) const PTE_PRESENT: u64 = 1 << 0;
+pub(crate) const PTE_RW: u64 = 1 << 1;
+pub(crate) const PTE_USER: u64 = 1 << 2;
+pub(crate) const PTE_ACCESSED: u64 = 1 << 5;
+pub(crate) const PTE_DIRTY: u64 = 1 << 6;
 /// PSE in an L2/L3 entry, PAT in an L1 entry.
 const PTE_PSE: u64 = 1 << 7;
 const PTE_GLOBAL: u64 = 1 << 8;

@@ -76,7 +76,7 @@ use crate::hvm::guest_walk::Access;
 use crate::hvm::msr::{fill_hypercall_page, HvmMsrs, HypercallInsn, MsrWrite};
 use crate::hvm::pvh_build::{
     build_pvh, build_real_mode, check_boot_sector, GuestMemmap, GuestPhysMemory, PvhKernel,
-    PvhParams, RegionKind, BOOT_SECTOR_ADDR, LOW_RAM_END, PAGE_BYTES,
+    PvhParams, RegionKind, BOOT_SECTOR_ADDR, LOW_RAM_END,
 };
 use crate::hvm::uart::{Uart16550, COM1_BASE};
 use crate::hvm::vmcs::{self, control, exit_info, guest, EntryControls, PrimaryProcBased};
@@ -85,7 +85,7 @@ use crate::hvm::{
 };
 use crate::hypercall::{self, Ctx, Outcome, Platform};
 use crate::mm::guest_access::{self, GuestMem};
-use crate::mm::{Mfn, Owner, PAGE_SIZE};
+use crate::mm::{Mfn, Owner, PAGE_BYTES, PAGE_SIZE};
 
 core::arch::global_asm!(
     r#"
