@@ -4,7 +4,7 @@
 use super::{Ctx, Flow, HcResult};
 use crate::domain::state::{Domain, Peers};
 use crate::evtchn::{self, Channel, EvtchnError};
-use crate::mm::guest_access::{read_obj, write_obj};
+use crate::mm::guest_access::{field, read_obj, write_obj};
 use hypercall_abi::errno::Errno;
 use hypercall_abi::event_channel::{EvtchnOp, EvtchnStat};
 use hypercall_abi::xen::DOMID_SELF;
@@ -75,13 +75,13 @@ fn op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
         EvtchnOp::BindVirq => {
             let [virq, vcpu] = read_obj::<[u32; 2]>(ctx.mem, arg)?;
             let port = dom.evtchn.bind_virq(virq, vcpu)?;
-            write_obj(ctx.mem, arg + 8, &port)?;
+            write_obj(ctx.mem, field(arg, 8)?, &port)?;
             Ok(0)
         }
         EvtchnOp::BindIpi => {
             let vcpu = read_obj::<u32>(ctx.mem, arg)?;
             let port = dom.evtchn.bind_ipi(vcpu)?;
-            write_obj(ctx.mem, arg + 4, &port)?;
+            write_obj(ctx.mem, field(arg, 4)?, &port)?;
             Ok(0)
         }
         EvtchnOp::AllocUnbound => {
@@ -97,13 +97,13 @@ fn op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
                 remote
             };
             let port = ctx.dom.evtchn.alloc_unbound(remote)?;
-            write_obj(ctx.mem, arg + 4, &port)?;
+            write_obj(ctx.mem, field(arg, 4)?, &port)?;
             Ok(0)
         }
         EvtchnOp::BindInterdomain => {
             // struct evtchn_bind_interdomain: remote_dom u16, pad, remote_port u32, local_port.
             let head = read_obj::<u32>(ctx.mem, arg)?;
-            let remote_port = read_obj::<u32>(ctx.mem, arg + 4)?;
+            let remote_port = read_obj::<u32>(ctx.mem, field(arg, 4)?)?;
             let me = ctx.dom.id;
             let remote = match head as u16 {
                 DOMID_SELF => me,
@@ -139,7 +139,7 @@ fn op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
                 )?;
                 local
             };
-            write_obj(ctx.mem, arg + 8, &local)?;
+            write_obj(ctx.mem, field(arg, 8)?, &local)?;
             Ok(0)
         }
         EvtchnOp::Close => {
@@ -205,8 +205,8 @@ fn op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
                 Channel::Virq { virq } => (EvtchnStat::Virq, u64::from(virq)),
                 Channel::Ipi => (EvtchnStat::Ipi, 0),
             };
-            write_obj(ctx.mem, arg + 8, &[status as u32, vcpu])?;
-            write_obj(ctx.mem, arg + 16, &u)?;
+            write_obj(ctx.mem, field(arg, 8)?, &[status as u32, vcpu])?;
+            write_obj(ctx.mem, field(arg, 16)?, &u)?;
             Ok(0)
         }
         EvtchnOp::Unmask => {

@@ -19,7 +19,7 @@ mod vcpu;
 mod version;
 
 use crate::domain::state::{Domain, Peers};
-use crate::mm::guest_access::{read_obj, Fault, GuestMem};
+use crate::mm::guest_access::{field, read_obj, Fault, GuestMem};
 use crate::regs::Regs;
 use hypercall_abi::errno::Errno;
 use hypercall_abi::grant_table::GnttabOp;
@@ -200,7 +200,7 @@ pub(crate) fn compat_words<const N: usize>(
 ) -> Result<[u32; N], Fault> {
     let mut words = [0u32; N];
     for (i, w) in words.iter_mut().enumerate() {
-        *w = read_obj::<u32>(mem, arg.checked_add(4 * i as u64).ok_or(Fault)?)?;
+        *w = read_obj::<u32>(mem, field(arg, 4 * i as u64)?)?;
     }
     Ok(words)
 }

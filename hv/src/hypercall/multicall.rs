@@ -1,7 +1,7 @@
 //! `multicall`: a batch of hypercalls in one trap.
 
 use super::{call, continuation, Ctx, Flow, Outcome};
-use crate::mm::guest_access::{read_obj, write_obj};
+use crate::mm::guest_access::{field, read_obj, write_obj};
 use hypercall_abi::errno::Errno;
 use hypercall_abi::xen::{Hypercall, MulticallEntry};
 
@@ -33,7 +33,7 @@ pub(super) fn multicall(ctx: &mut Ctx<'_>, list: u64, count: u64) -> Flow {
             // The entry stopped partway (a long page-table batch): as Xen, its arguments
             // advance in place and the multicall continues from this entry.
             Flow::Again { arg0, arg1, .. } => {
-                if let Err(f) = write_obj(ctx.mem, at + 16, &[arg0, arg1]) {
+                if let Err(f) = field(at, 16).and_then(|a| write_obj(ctx.mem, a, &[arg0, arg1])) {
                     return Flow::Value(Err(f.into()));
                 }
                 continuation(ctx.regs, Hypercall::Multicall as u64, i, size, count - i);
@@ -44,7 +44,7 @@ pub(super) fn multicall(ctx: &mut Ctx<'_>, list: u64, count: u64) -> Flow {
             Ok(v) => v as u64,
             Err(err) => err.as_ret() as u64,
         };
-        if let Err(f) = write_obj(ctx.mem, at + 8, &raw) {
+        if let Err(f) = field(at, 8).and_then(|a| write_obj(ctx.mem, a, &raw)) {
             return Flow::Value(Err(f.into()));
         }
         // The caller goes on after a destroy: the rest of the batch is a continuation, run once

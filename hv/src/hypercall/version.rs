@@ -1,7 +1,7 @@
 //! `xen_version`: hv reports itself as Xen 4.17, the ABI it implements.
 
 use super::{Ctx, HcResult};
-use crate::mm::guest_access::{read_obj, write_obj};
+use crate::mm::guest_access::{field, read_obj, write_obj};
 use crate::pv::emulate::XEN_VERSION;
 use hypercall_abi::elfnote::{XenFeature, XENFEAT_NR_SUBMAPS};
 use hypercall_abi::errno::Errno;
@@ -67,9 +67,9 @@ pub(super) fn xen_version(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
             };
             // Four byte arrays at their ABI offsets.
             write_obj(mem, arg, &info.compiler)?;
-            write_obj(mem, arg + 64, &info.compile_by)?;
-            write_obj(mem, arg + 80, &info.compile_domain)?;
-            write_obj(mem, arg + 112, &info.compile_date)?;
+            write_obj(mem, field(arg, 64)?, &info.compile_by)?;
+            write_obj(mem, field(arg, 80)?, &info.compile_domain)?;
+            write_obj(mem, field(arg, 112)?, &info.compile_date)?;
             Ok(0)
         }
         XenVersionCmd::PlatformParameters => {

@@ -74,6 +74,12 @@ unsafe impl Pod for GnttabGetVersion {}
 // SAFETY: as above (a u16, explicit padding, a u32 and a u64).
 unsafe impl Pod for XenHvmParam {}
 
+/// The guest address of the field at byte `offset` of the object at `base`; a field past
+/// the end of the address space cannot be reached.
+pub fn field(base: u64, offset: u64) -> Result<u64, Fault> {
+    base.checked_add(offset).ok_or(Fault)
+}
+
 /// Reads a `T` from guest address `gva`.
 pub fn read_obj<T: Pod + Default>(
     mem: &mut (impl GuestMem + ?Sized),

@@ -31,7 +31,7 @@ use crate::gnttab::{
     FrameRefs, FrameRefused, GnttabError, GrantConfig, GrantTables, GrantUnmap, GuestFrames,
     PageCopy, Released, SharedEntries, GRANT_TABLE_VERSION,
 };
-use crate::mm::guest_access::{read_obj, write_obj, Fault, GuestMem, Pod};
+use crate::mm::guest_access::{field, read_obj, write_obj, Fault, GuestMem, Pod};
 use crate::mm::pv::{PvError, PvMm};
 use crate::mm::{FrameAllocator, Mfn};
 
@@ -342,8 +342,7 @@ fn element<T>(uop: u64, index: u64) -> Result<u64, Fault> {
 /// Writes `status` (a raw `GNTST_*`) into the op at `at`, at `offset` (Xen copies back only
 /// the field).
 fn write_status(mem: &mut dyn GuestMem, at: u64, offset: usize, status: i16) -> Result<(), Fault> {
-    let field = at.checked_add(offset as u64).ok_or(Fault)?;
-    write_obj(mem, field, &status.to_ne_bytes())
+    write_obj(mem, field(at, offset as u64)?, &status.to_ne_bytes())
 }
 
 impl Call<'_, '_, '_> {
