@@ -241,7 +241,8 @@ impl From<HcResult> for Flow {
     }
 }
 
-fn to_rax(r: HcResult) -> u64 {
+/// A handler's result as the guest's RAX.
+pub(super) fn to_rax(r: HcResult) -> u64 {
     match r {
         Ok(v) => v as u64,
         Err(e) => e.as_ret() as u64,

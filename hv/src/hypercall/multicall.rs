@@ -1,6 +1,6 @@
 //! `multicall`: a batch of hypercalls in one trap.
 
-use super::{call, continuation, Ctx, Flow, Outcome};
+use super::{call, continuation, to_rax, Ctx, Flow, Outcome};
 use crate::mm::guest_access::{field, read_obj, write_obj};
 use hypercall_abi::errno::Errno;
 use hypercall_abi::xen::{Hypercall, MulticallEntry};
@@ -40,10 +40,7 @@ pub(super) fn multicall(ctx: &mut Ctx<'_>, list: u64, count: u64) -> Flow {
                 return Flow::Regs(Outcome::Continue);
             }
         };
-        let raw = match result {
-            Ok(v) => v as u64,
-            Err(err) => err.as_ret() as u64,
-        };
+        let raw = to_rax(result);
         if let Err(f) = field(at, 8).and_then(|a| write_obj(ctx.mem, a, &raw)) {
             return Flow::Value(Err(f.into()));
         }

@@ -237,11 +237,8 @@ fn enable() -> Result<(), String> {
         };
     }
     // SAFETY: VMX is supported (checked above).
-    let caps = unsafe { vmcs_setup::read_caps() }.map_err(|e| {
-        let mut s = String::new();
-        let _ = write!(s, "VMX lacks what hv needs: {e:?}");
-        s
-    })?;
+    let caps = unsafe { vmcs_setup::read_caps() }
+        .map_err(|e| fail(format_args!("VMX lacks what hv needs: {e:?}")))?;
     if caps.basic.region_size() as usize > PAGE_BYTES || caps.basic.memory_type() != 6 {
         return Err(String::from("unsupported VMCS region size or memory type"));
     }
@@ -263,11 +260,8 @@ fn enable() -> Result<(), String> {
         x86_64::registers::control::Cr0::write_raw(cr0);
         x86_64::registers::control::Cr4::write_raw(cr4);
         core::ptr::copy_nonoverlapping(rev.as_ptr(), region as *mut u8, 4);
-        instructions::vmxon(image_paddr(region)).map_err(|e| {
-            let mut s = String::new();
-            let _ = write!(s, "VMXON failed: {e:?}");
-            s
-        })?;
+        instructions::vmxon(image_paddr(region))
+            .map_err(|e| fail(format_args!("VMXON failed: {e:?}")))?;
     }
     // The MSRs the VMCS guest-state area holds go straight to the guest (read-low bitmap at
     // offset 0, read-high at 1024, write-low at 2048, write-high at 3072).
@@ -493,6 +487,14 @@ static DOMAINS: Mutex<Vec<HvmDomain>> = Mutex::new(Vec::new());
 /// hypercalls can translate another domain's frame numbers.
 static EPTS: Mutex<Vec<(u16, Ept)>> = Mutex::new(Vec::new());
 
+/// HVM domain `domid`'s EPT (`None` for a PV domain, or one that is gone).
+fn ept_of(domid: u16) -> Option<Ept> {
+    EPTS.lock()
+        .iter()
+        .find(|(d, _)| *d == domid)
+        .map(|&(_, e)| e)
+}
+
 /// What a domain's frame number means to code that handles frames of any domain (grants).
 pub enum FrameNumber {
     /// A PV domain's frame numbers are machine frames.
@@ -506,12 +508,7 @@ pub enum FrameNumber {
 
 /// Translates frame number `gfn` of domain `domid` (see [`FrameNumber`]).
 pub fn frame_number(domid: u16, gfn: u64) -> FrameNumber {
-    let Some(ept) = EPTS
-        .lock()
-        .iter()
-        .find(|(d, _)| *d == domid)
-        .map(|&(_, e)| e)
-    else {
+    let Some(ept) = ept_of(domid) else {
         return FrameNumber::Machine;
     };
     let mem = EptFrames { domid };
@@ -557,12 +554,7 @@ impl EptMemory for TablesFrom<'_> {
 
 /// The EPT of HVM domain `domid` and the guest frame of `gpa` in it.
 fn grant_target(domid: u16, gpa: u64) -> Result<(Ept, Gfn), GrantPhysmapError> {
-    let ept = EPTS
-        .lock()
-        .iter()
-        .find(|(d, _)| *d == domid)
-        .map(|&(_, e)| e)
-        .ok_or(GrantPhysmapError::NotHvm)?;
+    let ept = ept_of(domid).ok_or(GrantPhysmapError::NotHvm)?;
     if !gpa.is_multiple_of(PAGE_SIZE) || gpa >> crate::hvm::ept::GPA_BITS != 0 {
         return Err(GrantPhysmapError::BadAddress(gpa));
     }
