@@ -36,16 +36,18 @@
 //! `first_p2m_pfn` and `nr_p2m_frames`, which describe a p2m mapped at INIT_P2M, stay 0.
 
 use core::fmt;
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 use core::ops::Range;
 
 use hypercall_abi::xen::{
-    Dom0VgaConsoleInfo, Hypercall, StartInfo, StartInfoConsoleDomU, HYPERCALL_STUB_SIZE,
-    MAX_GUEST_CMDLINE, SIF_INITDOMAIN, SIF_MOD_START_PFN, SIF_PRIVILEGED, START_INFO_MAGIC_X86_64,
+    Dom0VgaConsoleInfo, Hypercall, StartInfo, StartInfoConsole, StartInfoConsoleDomU,
+    HYPERCALL_STUB_SIZE, MAX_GUEST_CMDLINE, SIF_INITDOMAIN, SIF_MOD_START_PFN, SIF_PRIVILEGED,
+    START_INFO_MAGIC_X86_64,
 };
 use hypercall_abi::DomId;
 
 use super::elf::{valid_guest_range, ImageKind, XenImage};
+use crate::mm::guest_access::bytes_of;
 use crate::mm::pv::{
     HV_L4_FIRST_SLOT, HV_L4_SLOTS, PTE_ACCESSED, PTE_DIRTY, PTE_PRESENT, PTE_RW, PTE_USER,
 };
@@ -405,8 +407,8 @@ pub fn build_pv(
     }
 
     let pae = image.notes().pae_mode.is_some_and(|m| m != "no");
-    let start_info = start_info_bytes(&layout, nr_pages, shared_info, module, p, pae);
-    write_phys(mem, layout.start_info - v_start, &start_info);
+    let start_info = start_info(&layout, nr_pages, shared_info, module, p, pae);
+    write_phys(mem, layout.start_info - v_start, bytes_of(&start_info));
 
     let pt_frames = write_page_tables(mem, &layout, p.hv_l4_slots)?;
 
@@ -470,32 +472,22 @@ pub fn fill_hypercall_page(page: &mut [u8; PAGE_BYTES]) {
     }
 }
 
-/// The `start_info` structure as bytes.
-fn start_info_bytes(
+/// The `start_info` structure.
+fn start_info(
     layout: &PvLayout,
     nr_pages: u64,
     shared_info: u64,
     module: &[u8],
     p: &BuildParams<'_>,
     pae: bool,
-) -> [u8; size_of::<StartInfo>()] {
-    let mut si = [0u8; size_of::<StartInfo>()];
-    let magic = START_INFO_MAGIC_X86_64.as_bytes();
-    si[..magic.len()].copy_from_slice(magic);
+) -> StartInfo {
+    let mut magic = [0u8; 32];
+    let text = START_INFO_MAGIC_X86_64.as_bytes();
+    magic[..text.len()].copy_from_slice(text);
     // Xen appends "p" for a kernel whose PAE_MODE note asks for PAE (every 64-bit one).
     if pae {
-        si[magic.len()] = b'p';
+        magic[text.len()] = b'p';
     }
-    put(
-        &mut si,
-        offset_of!(StartInfo, nr_pages),
-        &nr_pages.to_le_bytes(),
-    );
-    put(
-        &mut si,
-        offset_of!(StartInfo, shared_info),
-        &shared_info.to_le_bytes(),
-    );
     let mut flags = p.flags;
     let (mod_start, mod_len) = match (&layout.module_va, &layout.module_pfns) {
         (Some(va), _) => (va.start, module.len() as u64),
@@ -505,62 +497,38 @@ fn start_info_bytes(
         }
         (None, None) => (0, 0),
     };
-    put(&mut si, offset_of!(StartInfo, flags), &flags.to_le_bytes());
-    let store = p.store.map_or((0, 0), |r| (r.mfn.0, r.evtchn));
-    put(
-        &mut si,
-        offset_of!(StartInfo, store_mfn),
-        &store.0.to_le_bytes(),
-    );
-    put(
-        &mut si,
-        offset_of!(StartInfo, store_evtchn),
-        &store.1.to_le_bytes(),
-    );
-    let console = p.console.map_or((0, 0), |r| (r.mfn.0, r.evtchn));
-    let console_at = offset_of!(StartInfo, console);
-    put(
-        &mut si,
-        console_at + offset_of!(StartInfoConsoleDomU, mfn),
-        &console.0.to_le_bytes(),
-    );
-    put(
-        &mut si,
-        console_at + offset_of!(StartInfoConsoleDomU, evtchn),
-        &console.1.to_le_bytes(),
-    );
-    let pt_base = layout.page_tables.start;
-    put(
-        &mut si,
-        offset_of!(StartInfo, pt_base),
-        &pt_base.to_le_bytes(),
-    );
-    let nr_pt = layout.nr_pt_frames();
-    put(
-        &mut si,
-        offset_of!(StartInfo, nr_pt_frames),
-        &nr_pt.to_le_bytes(),
-    );
-    put(
-        &mut si,
-        offset_of!(StartInfo, mfn_list),
-        &layout.p2m.start.to_le_bytes(),
-    );
-    put(
-        &mut si,
-        offset_of!(StartInfo, mod_start),
-        &mod_start.to_le_bytes(),
-    );
-    put(
-        &mut si,
-        offset_of!(StartInfo, mod_len),
-        &mod_len.to_le_bytes(),
-    );
+    let (store_mfn, store_evtchn) = p.store.map_or((0, 0), |r| (r.mfn.0, r.evtchn));
+    let (console_mfn, console_evtchn) = p.console.map_or((0, 0), |r| (r.mfn.0, r.evtchn));
     // At most MAX_GUEST_CMDLINE - 1 bytes: the array is zeroed, so a NUL always follows.
-    let cmdline = p.cmdline.as_bytes();
-    let cmdline = &cmdline[..cmdline.len().min(MAX_GUEST_CMDLINE - 1)];
-    put(&mut si, offset_of!(StartInfo, cmd_line), cmdline);
-    si
+    let mut cmd_line = [0u8; MAX_GUEST_CMDLINE];
+    let text = p.cmdline.as_bytes();
+    let text = &text[..text.len().min(MAX_GUEST_CMDLINE - 1)];
+    cmd_line[..text.len()].copy_from_slice(text);
+    StartInfo {
+        magic,
+        nr_pages,
+        shared_info,
+        flags,
+        pad0: 0,
+        store_mfn,
+        store_evtchn,
+        pad1: 0,
+        console: StartInfoConsole {
+            dom_u: StartInfoConsoleDomU {
+                mfn: console_mfn,
+                evtchn: console_evtchn,
+                pad0: 0,
+            },
+        },
+        pt_base: layout.page_tables.start,
+        nr_pt_frames: layout.nr_pt_frames(),
+        mfn_list: layout.p2m.start,
+        mod_start,
+        mod_len,
+        cmd_line,
+        first_p2m_pfn: 0,
+        nr_p2m_frames: 0,
+    }
 }
 
 /// Writes the bootstrap page tables; returns the pfns of their frames.
@@ -643,10 +611,6 @@ fn write_phys(mem: &mut impl BuildMemory, gpa: u64, bytes: &[u8]) {
     }
 }
 
-fn put(buf: &mut [u8], offset: usize, bytes: &[u8]) {
-    buf[offset..offset + bytes.len()].copy_from_slice(bytes);
-}
-
 fn pfn(v_start: u64, va: u64) -> u64 {
     va.wrapping_sub(v_start) / PAGE_SIZE
 }
@@ -665,6 +629,7 @@ mod tests {
     use super::*;
     use crate::domain::elf::testimg::{note_u32, note_u64, Seg, Spec};
     use crate::domain::elf::{PF_R, PF_W, PF_X};
+    use core::mem::offset_of;
     use hypercall_abi::elfnote::XenElfnote;
     use proptest::prelude::*;
     use std::collections::BTreeMap;

@@ -34,7 +34,7 @@
 //! CS, 0x10 for the data segments (SS, FS and GS are flat data as well) and 0x18 for TR, the
 //! LDTR is unusable, GDTR and IDTR are empty.
 
-use core::mem::{offset_of, size_of};
+use core::mem::size_of;
 use core::ops::Range;
 
 use hypercall_abi::hvm::{
@@ -44,6 +44,7 @@ use hypercall_abi::xen::{SIF_INITDOMAIN, SIF_PRIVILEGED};
 
 use super::{Gfn, Gpr, Gprs, SegmentAttrs, SegmentState, TableReg, VcpuStartState};
 use crate::domain::elf::{Segment, XenImage};
+use crate::mm::guest_access::bytes_of;
 use crate::mm::PAGE_BYTES;
 
 const PAGE: u64 = PAGE_BYTES as u64;
@@ -446,7 +447,7 @@ pub fn build_pvh(
         memmap_entries: regions.len() as u32,
         reserved: 0,
     };
-    write_phys(mem, si_addr, &start_info_bytes(&info))?;
+    write_phys(mem, si_addr, bytes_of(&info))?;
     if let (Some(addr), Some(range)) = (layout.modlist, module_range) {
         let entry = HvmModlistEntry {
             paddr: range.start,
@@ -454,11 +455,11 @@ pub fn build_pvh(
             cmdline_paddr: 0,
             reserved: 0,
         };
-        write_phys(mem, addr, &modlist_bytes(&entry))?;
+        write_phys(mem, addr, bytes_of(&entry))?;
     }
     for (i, r) in regions.iter().enumerate() {
         let addr = layout.memmap + (i * size_of::<HvmMemmapTableEntry>()) as u64;
-        write_phys(mem, addr, &memmap_bytes(&r.memmap_entry()))?;
+        write_phys(mem, addr, bytes_of(&r.memmap_entry()))?;
     }
     if let Some(addr) = layout.cmdline {
         write_phys(mem, addr, cmdline)?;
@@ -467,103 +468,6 @@ pub fn build_pvh(
 
     let state = pvh_start_state(kernel.entry, si_addr as u32);
     Ok((layout, state))
-}
-
-/// Puts `v` at `off` in `buf`.
-fn put(buf: &mut [u8], off: usize, v: &[u8]) {
-    if let Some(dst) = buf.get_mut(off..off + v.len()) {
-        dst.copy_from_slice(v);
-    }
-}
-
-fn start_info_bytes(si: &HvmStartInfo) -> [u8; size_of::<HvmStartInfo>()] {
-    let mut b = [0; size_of::<HvmStartInfo>()];
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, magic),
-        &si.magic.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, version),
-        &si.version.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, flags),
-        &si.flags.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, nr_modules),
-        &si.nr_modules.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, modlist_paddr),
-        &si.modlist_paddr.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, cmdline_paddr),
-        &si.cmdline_paddr.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, rsdp_paddr),
-        &si.rsdp_paddr.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, memmap_paddr),
-        &si.memmap_paddr.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmStartInfo, memmap_entries),
-        &si.memmap_entries.to_le_bytes(),
-    );
-    b
-}
-
-fn modlist_bytes(e: &HvmModlistEntry) -> [u8; size_of::<HvmModlistEntry>()] {
-    let mut b = [0; size_of::<HvmModlistEntry>()];
-    put(
-        &mut b,
-        offset_of!(HvmModlistEntry, paddr),
-        &e.paddr.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmModlistEntry, size),
-        &e.size.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmModlistEntry, cmdline_paddr),
-        &e.cmdline_paddr.to_le_bytes(),
-    );
-    b
-}
-
-fn memmap_bytes(e: &HvmMemmapTableEntry) -> [u8; size_of::<HvmMemmapTableEntry>()] {
-    let mut b = [0; size_of::<HvmMemmapTableEntry>()];
-    put(
-        &mut b,
-        offset_of!(HvmMemmapTableEntry, addr),
-        &e.addr.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmMemmapTableEntry, size),
-        &e.size.to_le_bytes(),
-    );
-    put(
-        &mut b,
-        offset_of!(HvmMemmapTableEntry, kind),
-        &e.kind.to_le_bytes(),
-    );
-    b
 }
 
 /// A flat 4 GiB segment.

@@ -9,8 +9,8 @@ use hypercall_abi::grant_table::{
     GnttabCopy, GnttabGetVersion, GnttabMapGrantRef, GnttabQuerySize, GnttabSetVersion,
     GnttabSetupTable, GnttabUnmapGrantRef,
 };
-use hypercall_abi::hvm::XenHvmParam;
-use hypercall_abi::xen::{IretContext, MmuUpdate, MmuextOp, MulticallEntry, TrapInfo};
+use hypercall_abi::hvm::{HvmMemmapTableEntry, HvmModlistEntry, HvmStartInfo, XenHvmParam};
+use hypercall_abi::xen::{IretContext, MmuUpdate, MmuextOp, MulticallEntry, StartInfo, TrapInfo};
 
 /// A guest address that could not be read or written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +73,15 @@ unsafe impl Pod for GnttabGetVersion {}
 
 // SAFETY: as above (a u16, explicit padding, a u32 and a u64).
 unsafe impl Pod for XenHvmParam {}
+// SAFETY: as above (u32 and u64 fields, the trailing reserved u32 explicit; size asserted).
+unsafe impl Pod for HvmStartInfo {}
+// SAFETY: as above (four u64 fields).
+unsafe impl Pod for HvmModlistEntry {}
+// SAFETY: as above: integer and byte-array fields, padding spelled out, size asserted; the
+// console union's two variants are both 16 bytes of integers and explicit padding.
+unsafe impl Pod for StartInfo {}
+// SAFETY: as above (two u64, a u32 and an explicit reserved u32).
+unsafe impl Pod for HvmMemmapTableEntry {}
 
 /// The guest address of the field at byte `offset` of the object at `base`; a field past
 /// the end of the address space cannot be reached.
@@ -101,11 +110,16 @@ pub fn write_obj<T: Pod>(
     gva: u64,
     value: &T,
 ) -> Result<(), Fault> {
-    // SAFETY: `T: Pod` has no padding, so all its bytes are initialised.
-    let bytes = unsafe {
+    mem.write(gva, bytes_of(value))
+}
+
+/// `value`'s bytes, as they lie in memory (and so in a guest: both little endian).
+pub fn bytes_of<T: Pod>(value: &T) -> &[u8] {
+    // SAFETY: `T: Pod` has no padding, so all its bytes are initialised; the slice covers
+    // exactly the value and borrows it.
+    unsafe {
         core::slice::from_raw_parts(value as *const T as *const u8, core::mem::size_of::<T>())
-    };
-    mem.write(gva, bytes)
+    }
 }
 
 /// Guest memory for host tests: a flat byte array at a base address.
