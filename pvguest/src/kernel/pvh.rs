@@ -326,9 +326,6 @@ fn ring_places() -> Result<super::xenbus_test::RingPlaces, alloc::string::String
 /// One PVH selftest check.
 type Check = fn(&HvmStartInfo) -> CheckResult;
 
-/// "XenVMMXenVMM" in EBX, ECX, EDX.
-const XEN_SIGNATURE: [u32; 3] = [0x566e_6558, 0x6558_4d4d, 0x4d4d_566e];
-
 /// Prints `s` through port 0xe9 (for the time before the hypercall page exists).
 fn early_print(s: &str) {
     for b in s.bytes() {
@@ -344,12 +341,19 @@ fn halt_forever() -> ! {
     }
 }
 
-/// Xen's first CPUID leaf, scanning 0x40000000..0x40010000 in steps of 0x100.
+/// Xen's first CPUID leaf, scanning as guests conventionally do (0x40000000..0x40010000 in
+/// steps of 0x100).
 fn xen_cpuid_base() -> Option<u32> {
-    (0x4000_0000..0x4001_0000u32).step_by(0x100).find(|&leaf| {
-        let r = __cpuid(leaf);
-        [r.ebx, r.ecx, r.edx] == XEN_SIGNATURE && r.eax >= leaf + 2
-    })
+    use hypercall_abi::hvm::{
+        is_xen_signature, XEN_CPUID_FIRST_LEAF, XEN_CPUID_LEAF_HYPERCALL, XEN_CPUID_SCAN_END,
+        XEN_CPUID_SCAN_STEP,
+    };
+    (XEN_CPUID_FIRST_LEAF..XEN_CPUID_SCAN_END)
+        .step_by(XEN_CPUID_SCAN_STEP as usize)
+        .find(|&leaf| {
+            let r = __cpuid(leaf);
+            is_xen_signature(r.ebx, r.ecx, r.edx) && r.eax >= leaf + XEN_CPUID_LEAF_HYPERCALL
+        })
 }
 
 /// Deliberately triple-faults: an empty IDT, then an exception.
@@ -366,7 +370,7 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         early_print("pvguest: PVH: no Xen CPUID leaves\n");
         halt_forever()
     };
-    let msr = __cpuid(base + 2).ebx;
+    let msr = __cpuid(base + hypercall_abi::hvm::XEN_CPUID_LEAF_HYPERCALL).ebx;
     let page = addr_of!(entry::hypercall_page) as u64;
     // SAFETY: the hypercall-page MSR from Xen's leaves; the page is the image's own
     // hypercall page (identity mapped, writable for the hypervisor through its EPT).

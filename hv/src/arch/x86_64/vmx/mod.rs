@@ -1107,7 +1107,10 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
         match step {
             Step::Resume => {}
             Step::Tick => {
-                let slice = &mut dom.vcpus[v].slice_left;
+                let Some(sched) = dom.vcpus.get_mut(v) else {
+                    return Outcome::Crash("no such vCPU");
+                };
+                let slice = &mut sched.slice_left;
                 *slice = slice.saturating_sub(1);
                 if *slice == 0 {
                     return Outcome::Yield;
@@ -1334,8 +1337,13 @@ fn handle_exit(
                 info!("d{domid}: vCPU 0 halted with interrupts off: powering the domain off");
                 return Step::Out(Outcome::Shutdown(ShutdownReason::Poweroff));
             }
-            dom.vcpus[0].state = VcpuState::Blocked;
-            Step::Out(Outcome::Block)
+            match dom.vcpus.first_mut() {
+                Some(v) => {
+                    v.state = VcpuState::Blocked;
+                    Step::Out(Outcome::Block)
+                }
+                None => Step::Out(Outcome::Crash("no such vCPU")),
+            }
         }
         Exit::Hypercall => Step::Hypercall,
         Exit::HiddenInstruction => {
