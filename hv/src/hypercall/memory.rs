@@ -6,7 +6,7 @@ use super::{compat_words, Ctx, HcResult};
 use crate::domain::state::INVALID_MFN;
 use crate::mm::guest_access::{read_obj, write_obj};
 use hypercall_abi::errno::Errno;
-use hypercall_abi::memory::MemoryOp;
+use hypercall_abi::memory::{MemoryOp, XenMapSpace, XENMAPIDX_GRANT_TABLE_STATUS};
 use hypercall_abi::xen::DOMID_SELF;
 
 /// E820 type of RAM.
@@ -26,6 +26,7 @@ pub(super) fn memory_op(ctx: &mut Ctx<'_>, cmd: u64, arg: u64) -> HcResult {
         {
             Err(Errno::ENOSYS)
         }
+        MemoryOp::AddToPhysmap if ctx.dom.hvm.is_some() => add_to_physmap(ctx, arg),
         MemoryOp::PopulatePhysmap | MemoryOp::IncreaseReservation => populate(ctx, arg, op),
         MemoryOp::DecreaseReservation => decrease(ctx, arg),
         MemoryOp::CurrentReservation | MemoryOp::MaximumReservation => {
@@ -126,6 +127,42 @@ fn populate(ctx: &mut Ctx<'_>, arg: u64, op: MemoryOp) -> HcResult {
         write_obj(ctx.mem, at, &mfn)?;
     }
     Ok(nr as i64)
+}
+
+/// `XENMEM_add_to_physmap` for an HVM domain: the shared-info page (`idx` 0) or grant-table
+/// frame `idx` (the table grows to hold it; v1 has no status frames) appears at `gpfn`,
+/// replacing the RAM page there, which the domain keeps owning. A 32-bit caller's compat
+/// layout has `idx` and `gpfn` 32 bits wide (16 bytes in all). Checks in Xen's order:
+/// EFAULT, EPERM (another domain), EINVAL (a frame beyond the guest's address width, a bad
+/// index), ENOSYS (another space); the platform then maps the frame.
+fn add_to_physmap(ctx: &mut Ctx<'_>, arg: u64) -> HcResult {
+    let (head, idx, gpfn) = if ctx.compat {
+        let [head, space, idx, gpfn] = compat_words::<4>(ctx.mem, arg)?;
+        (
+            u64::from(head) | u64::from(space) << 32,
+            u64::from(idx),
+            u64::from(gpfn),
+        )
+    } else {
+        let [head, idx, gpfn] = read_obj::<[u64; 3]>(ctx.mem, arg)?;
+        (head, idx, gpfn)
+    };
+    // domid (16 bits), size (16 bits), space (32 bits).
+    let (domid, space) = (head as u16, (head >> 32) as u32);
+    if domid != DOMID_SELF && domid != ctx.dom.id {
+        return Err(Errno::EPERM);
+    }
+    if gpfn >= 1 << (crate::hvm::ept::GPA_BITS - 12) {
+        return Err(Errno::EINVAL);
+    }
+    let space = match XenMapSpace::try_from(space) {
+        Ok(s @ XenMapSpace::SharedInfo) if idx == 0 => s,
+        Ok(s @ XenMapSpace::GrantTable) if idx & XENMAPIDX_GRANT_TABLE_STATUS == 0 => s,
+        Ok(XenMapSpace::SharedInfo | XenMapSpace::GrantTable) => return Err(Errno::EINVAL),
+        _ => return Err(Errno::ENOSYS),
+    };
+    ctx.hw.add_to_physmap(ctx.dom, space, idx, gpfn)?;
+    Ok(0)
 }
 
 /// `XENMEM_decrease_reservation` (ballooning): the guest gives back extents, named (PV) by
@@ -277,6 +314,46 @@ mod tests {
         assert_eq!(u32::from_le_bytes(e[16..20].try_into().unwrap()), 1);
         write_obj(&mut w.mem, MEM_BASE, &[0u64, MEM_BASE + 0x100]).unwrap();
         assert_eq!(w.call(MEMORY_OP, &[9, MEM_BASE]).1, -22);
+    }
+
+    #[test]
+    fn add_to_physmap_is_checked_then_mapped_by_the_platform() {
+        const ADD: u64 = 7;
+        let mut w = World::new();
+        w.dom.hvm = Some(crate::domain::state::HvmParams::default());
+        // domid | size << 16 | space << 32, idx, gpfn.
+        let add = |w: &mut World, domid: u64, space: u64, idx: u64, gpfn: u64| {
+            write_obj(&mut w.mem, MEM_BASE, &[domid | space << 32, idx, gpfn]).unwrap();
+            w.call(MEMORY_OP, &[ADD, MEM_BASE]).1
+        };
+        assert_eq!(add(&mut w, 0x7ff0, 0, 0, 0xfeff), 0, "shared info");
+        assert_eq!(add(&mut w, 1, 1, 3, 0xfe00), 0, "grant frame 3, own id");
+        assert_eq!(w.hw.physmap, [(0, 0, 0xfeff), (1, 3, 0xfe00)]);
+        assert_eq!(add(&mut w, 2, 0, 0, 0x100), -1, "EPERM: another domain");
+        assert_eq!(
+            add(&mut w, 0x7ff0, 0, 0, 1 << 36),
+            -22,
+            "beyond the address width"
+        );
+        assert_eq!(add(&mut w, 0x7ff0, 0, 1, 0x100), -22, "shared info index 1");
+        assert_eq!(
+            add(&mut w, 0x7ff0, 1, 1 << 31, 0x100),
+            -22,
+            "status frames (v2)"
+        );
+        assert_eq!(add(&mut w, 0x7ff0, 2, 0, 0x100), -38, "gmfn space");
+        assert_eq!(w.hw.physmap.len(), 2, "refusals reach nothing");
+        assert_eq!(w.call(MEMORY_OP, &[ADD, 0x10]).1, -14);
+        // The compat layout: idx and gpfn 32 bits wide.
+        w.compat = true;
+        write_obj(&mut w.mem, MEM_BASE, &[0x7ff0u32, 1, 5, 0xfe01]).unwrap();
+        assert_eq!(w.call(MEMORY_OP, &[ADD, MEM_BASE]).1, 0);
+        assert_eq!(w.hw.physmap[2], (1, 5, 0xfe01));
+        // A PV domain has no physmap to add to.
+        let mut pv = World::new();
+        assert_eq!(add(&mut pv, 0x7ff0, 0, 0, 0x100), -38);
+        // An HVM domain may not make PV-only hypercalls.
+        assert_eq!(w.call(1, &[MEM_BASE, 1, 0, 0x7ff0]).1, -38, "mmu_update");
     }
 
     #[test]

@@ -72,6 +72,15 @@ pub trait Platform {
         count: u64,
         mem: &mut dyn GuestMem,
     ) -> Result<i64, Errno>;
+    /// Places `space`'s page `idx` (already checked: shared info 0, or a grant-table frame)
+    /// at guest frame `gpfn` of HVM domain `dom`, replacing what was there.
+    fn add_to_physmap(
+        &mut self,
+        dom: &mut Domain,
+        space: hypercall_abi::memory::XenMapSpace,
+        idx: u64,
+        gpfn: u64,
+    ) -> Result<(), Errno>;
 }
 
 /// How far a batched page-table call got.
@@ -270,11 +279,30 @@ pub fn dispatch(ctx: &mut Ctx<'_>) -> Outcome {
     }
 }
 
+/// Hypercalls an HVM guest may make; the rest only make sense for PV guests.
+fn hvm_allowed(op: Hypercall) -> bool {
+    matches!(
+        op,
+        Hypercall::XenVersion
+            | Hypercall::ConsoleIo
+            | Hypercall::SchedOp
+            | Hypercall::SetTimerOp
+            | Hypercall::EventChannelOp
+            | Hypercall::MemoryOp
+            | Hypercall::GrantTableOp
+            | Hypercall::VcpuOp
+            | Hypercall::HvmOp
+    )
+}
+
 /// Runs one hypercall; `in_multicall` forbids what a batch may not contain.
 pub(crate) fn call(ctx: &mut Ctx<'_>, nr: u64, a: [u64; 5], in_multicall: bool) -> Flow {
     let Ok(op) = Hypercall::try_from(nr) else {
         return Flow::Value(Err(Errno::ENOSYS));
     };
+    if ctx.dom.hvm.is_some() && !hvm_allowed(op) {
+        return Flow::Value(Err(Errno::ENOSYS));
+    }
     match op {
         Hypercall::XenVersion => version::xen_version(ctx, a[0], a[1]).into(),
         Hypercall::ConsoleIo => console::console_io(ctx, a[0], a[1], a[2]).into(),
@@ -406,6 +434,8 @@ pub(crate) mod testing {
         pub grant_cmds: Vec<u64>,
         /// What page-table calls answer (`None`: ENOSYS).
         pub mmu_preempt: Option<MmuDone>,
+        /// The add_to_physmap calls that reached the platform: (space, idx, gpfn).
+        pub physmap: Vec<(u32, u64, u64)>,
     }
 
     impl Platform for FakePlatform {
@@ -443,6 +473,16 @@ pub(crate) mod testing {
             _: &mut dyn GuestMem,
         ) -> Result<MmuDone, Errno> {
             self.mmu_preempt.ok_or(Errno::ENOSYS)
+        }
+        fn add_to_physmap(
+            &mut self,
+            _: &mut Domain,
+            space: hypercall_abi::memory::XenMapSpace,
+            idx: u64,
+            gpfn: u64,
+        ) -> Result<(), Errno> {
+            self.physmap.push((space as u32, idx, gpfn));
+            Ok(())
         }
         /// Records the command; the grant tables are tested in `crate::gnttab`.
         fn grant_table_op(
@@ -536,6 +576,7 @@ pub(crate) mod testing {
                     m2p: (0..256).map(|i| (0x1000 + i, i)).collect(),
                     grant_cmds: Vec::new(),
                     mmu_preempt: None,
+                    physmap: Vec::new(),
                 },
                 compat: false,
             }

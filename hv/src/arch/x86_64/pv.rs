@@ -172,6 +172,15 @@ impl Platform for Machine {
     ) -> Result<MmuDone, Errno> {
         super::mmu::hypercall(dom, vcpu, call, mem)
     }
+    fn add_to_physmap(
+        &mut self,
+        dom: &mut Domain,
+        space: hypercall_abi::memory::XenMapSpace,
+        idx: u64,
+        gpfn: u64,
+    ) -> Result<(), Errno> {
+        super::vmx::add_to_physmap(dom, space, idx, gpfn)
+    }
     fn grant_table_op(
         &mut self,
         dom: &mut Domain,

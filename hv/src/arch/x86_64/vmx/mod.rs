@@ -49,9 +49,9 @@ use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use hypercall_abi::errno::Errno;
-use hypercall_abi::memory::{MemoryOp, XenAddToPhysmap, XenMapSpace, XENMAPIDX_GRANT_TABLE_STATUS};
+use hypercall_abi::memory::XenMapSpace;
 use hypercall_abi::sched::ShutdownReason;
-use hypercall_abi::xen::{Hypercall, SharedInfo, DOMID_SELF, SIF_INITDOMAIN, SIF_PRIVILEGED};
+use hypercall_abi::xen::{SharedInfo, SIF_INITDOMAIN, SIF_PRIVILEGED};
 use log::{error, info, warn};
 use spin::Mutex;
 
@@ -1117,7 +1117,7 @@ pub fn run_vcpu(domains: &mut [Domain], d: usize, v: usize, hw: &mut dyn Platfor
                 }
             }
             Step::Hypercall => {
-                let out = hypercall_exit(domains, d, v, vcpu, hd.ept, &caps, hw);
+                let out = hypercall_exit(domains, d, v, vcpu, hd.ept, hw);
                 if out != Outcome::Continue {
                     return out;
                 }
@@ -1655,22 +1655,6 @@ fn load_pdptes(phys: GuestPhys) {
     }
 }
 
-/// Hypercalls an HVM guest may make (the rest are PV-only: `ENOSYS`).
-fn hvm_allowed(nr: u64) -> bool {
-    matches!(
-        Hypercall::try_from(nr),
-        Ok(Hypercall::XenVersion
-            | Hypercall::ConsoleIo
-            | Hypercall::SchedOp
-            | Hypercall::SetTimerOp
-            | Hypercall::EventChannelOp
-            | Hypercall::MemoryOp
-            | Hypercall::GrantTableOp
-            | Hypercall::VcpuOp
-            | Hypercall::HvmOp)
-    )
-}
-
 /// A `vmcall`: the hypercall in the guest's registers, through the same dispatch as PV.
 fn hypercall_exit(
     domains: &mut [Domain],
@@ -1678,7 +1662,6 @@ fn hypercall_exit(
     v: usize,
     vcpu: &mut HvmVcpu,
     ept: Ept,
-    caps: &Caps,
     hw: &mut dyn Platform,
 ) -> Outcome {
     let mode = cpu_mode();
@@ -1692,31 +1675,16 @@ fn hypercall_exit(
     let mut mem = HvmGuestMem {
         phys: GuestPhys { ept, domid: dom.id },
     };
-    let nr = regs.rax;
-    let outcome = if !hvm_allowed(nr) {
-        regs.rax = Errno::ENOSYS.as_ret() as u64;
-        Outcome::Continue
-    } else if nr == Hypercall::MemoryOp as u64
-        && MemoryOp::try_from(regs.rdi) == Ok(MemoryOp::AddToPhysmap)
-    {
-        let r = add_to_physmap(dom, &mut mem, regs.rsi, mode, caps);
-        regs.rax = match r {
-            Ok(()) => 0,
-            Err(e) => e.as_ret() as u64,
-        };
-        Outcome::Continue
-    } else {
-        let mut ctx = Ctx {
-            dom,
-            vcpu: v,
-            regs: &mut regs,
-            mem: &mut mem,
-            hw,
-            peers,
-            compat: mode != CpuMode::Bits64,
-        };
-        hypercall::dispatch(&mut ctx)
+    let mut ctx = Ctx {
+        dom,
+        vcpu: v,
+        regs: &mut regs,
+        mem: &mut mem,
+        hw,
+        peers,
+        compat: mode != CpuMode::Bits64,
     };
+    let outcome = hypercall::dispatch(&mut ctx);
     if regs.rip != 0 {
         // A continuation (`hypercall::continuation` moved RIP back): re-execute the
         // `vmcall` with the updated number and first two arguments.
@@ -1735,67 +1703,30 @@ fn hypercall_exit(
     outcome
 }
 
-/// `XENMEM_add_to_physmap` for an HVM guest: the shared-info page (`idx` 0) or grant-table
-/// frame `idx` (the table grows to hold it; v1 has no status frames) appears at `gpfn`. It
-/// replaces the RAM page there, which the domain keeps owning until it is destroyed.
-///
-/// A guest calling from 32-bit code passes Xen's compat layout, where `idx` and `gpfn`
-/// (`xen_ulong_t`, `xen_pfn_t`) are 32 bits wide: 16 bytes instead of 24.
-fn add_to_physmap(
+/// `XENMEM_add_to_physmap` for HVM domain `dom`, checked by `hypercall::memory`: maps
+/// `space`'s page `idx` (the shared-info page, or grant-table frame `idx`) at `gpfn` in its
+/// EPT, in place of whatever was there.
+pub fn add_to_physmap(
     dom: &mut Domain,
-    mem: &mut HvmGuestMem,
-    arg: u64,
-    mode: CpuMode,
-    caps: &Caps,
+    space: XenMapSpace,
+    idx: u64,
+    gpfn: u64,
 ) -> Result<(), Errno> {
-    // Read as bytes and decoded by the layout hypercall-abi asserts (or its compat form).
-    let mut raw = [0u8; core::mem::size_of::<XenAddToPhysmap>()];
-    let wide = mode == CpuMode::Bits64;
-    let len = if wide { raw.len() } else { 16 };
-    mem.read(arg, &mut raw[..len]).map_err(|_| Errno::EFAULT)?;
-    let word_at = |o: usize, n: usize| {
-        let mut b = [0u8; 8];
-        b[..n].copy_from_slice(&raw[o..o + n]);
-        u64::from_le_bytes(b)
-    };
-    let (idx, gpfn) = if wide {
-        (word_at(8, 8), word_at(16, 8))
-    } else {
-        (word_at(8, 4), word_at(12, 4))
-    };
-    let a = XenAddToPhysmap {
-        domid: u16::from_le_bytes([raw[0], raw[1]]),
-        size: u16::from_le_bytes([raw[2], raw[3]]),
-        space: u32::from_le_bytes([raw[4], raw[5], raw[6], raw[7]]),
-        idx,
-        gpfn,
-    };
-    if a.domid != DOMID_SELF && a.domid != dom.id {
-        return Err(Errno::EPERM);
-    }
-    if a.gpfn >= 1 << (crate::hvm::ept::GPA_BITS - 12) {
-        return Err(Errno::EINVAL);
-    }
-    let mfn = match XenMapSpace::try_from(a.space) {
-        Ok(XenMapSpace::SharedInfo) if a.idx == 0 => Mfn(dom.shared_info_mfn),
-        Ok(XenMapSpace::SharedInfo) => return Err(Errno::EINVAL),
-        Ok(XenMapSpace::GrantTable) if a.idx & XENMAPIDX_GRANT_TABLE_STATUS != 0 => {
-            return Err(Errno::EINVAL)
-        }
-        Ok(XenMapSpace::GrantTable) => super::gnttab::own_table_frame(dom.id, a.idx)?,
+    let mfn = match space {
+        XenMapSpace::SharedInfo => Mfn(dom.shared_info_mfn),
+        XenMapSpace::GrantTable => super::gnttab::own_table_frame(dom.id, idx)?,
         _ => return Err(Errno::ENOSYS),
     };
+    let mut ept = ept_of(dom.id).ok_or(Errno::EINVAL)?;
     let mut ept_mem = EptFrames { domid: dom.id };
-    let mut ept = mem.phys.ept;
     ept.map(
         &mut ept_mem,
-        Gfn(a.gpfn),
+        Gfn(gpfn),
         mfn,
         1,
         EptPerm::READ | EptPerm::WRITE,
     )
     .map_err(|_| Errno::ENOMEM)?;
-    // SAFETY: VMX is on (a guest is running).
-    unsafe { flush_ept(caps, ept.eptp()) };
+    flush_domain_ept(ept);
     Ok(())
 }
